@@ -31,16 +31,27 @@ __all__ = [
     "children",
     "kill_group",
     "netns_argv",
+    "pid_start_time",
     "python_executable",
     "run_command",
+    "run_sync",
     "spawn",
+    "stop_pid",
 ]
 
 log = logging.getLogger(__name__)
 
 
 def python_executable() -> str:
-    """The real path of the running interpreter (never a shim), for starting helpers."""
+    """The path of the running interpreter (never a shim), for starting helpers.
+
+    ``sys.executable`` is always the interpreter itself, never pyenv's shim (the shim
+    execs it). Inside a virtual environment it is the venv's ``bin/python`` symlink and
+    must stay one: resolving it would start the base interpreter, which does not see
+    the venv's packages. Outside a venv the symlink chain is resolved.
+    """
+    if sys.prefix != sys.base_prefix:
+        return os.path.abspath(sys.executable)
     return os.path.realpath(sys.executable)
 
 
@@ -64,6 +75,82 @@ def kill_group(pid: int, sig: int = signal.SIGTERM) -> bool:
     except PermissionError:
         log.warning("not allowed to signal process group %d", pid)
         return False
+
+
+def pid_start_time(pid: int) -> int | None:
+    """The start time of process ``pid`` (clock ticks since boot), or None if it is gone.
+
+    Record it with a PID and compare before signalling later (:func:`stop_pid`), so a PID
+    reused by an unrelated process is never signalled.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
+    fields = data[data.rindex(b")") + 2:].split()
+    return int(fields[19])  # field 22, starttime
+
+
+def _pid_matches(pid: int, start_time: int | None) -> bool:
+    now = pid_start_time(pid)
+    if now is None:
+        return False
+    return start_time is None or now == start_time
+
+
+def stop_pid(pid: int, *, start_time: int | None = None, timeout: float = 2.0) -> bool:
+    """Stop a process this process did not start (or no longer holds a :class:`Child` for).
+
+    For PIDs recorded in a state file by another herder process (``herder lab up``
+    starts, ``herder lab down`` stops). If ``start_time`` (from :func:`pid_start_time`)
+    is given and no longer matches, the PID was reused and nothing is signalled.
+    SIGTERM goes to the process group led by ``pid`` (or to ``pid`` alone if it leads
+    none), SIGKILL follows after ``timeout`` seconds. A process that is not our child
+    is reaped by its own parent; this waits until it is gone or a zombie.
+    Returns True if the process was running and has been stopped.
+    """
+    if not _pid_matches(pid, start_time):
+        return False
+    try:
+        group = os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+    def signal_it(sig: int) -> None:
+        try:
+            if group:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def gone() -> bool:
+        if not _pid_matches(pid, start_time):
+            return True
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                data = f.read()
+            return data[data.rindex(b")") + 2:].split()[0] in (b"Z", b"X")
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+
+    signal_it(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while not gone():
+        if time.monotonic() >= deadline:
+            log.warning("pid %d ignored SIGTERM for %.1fs; killing", pid, timeout)
+            signal_it(signal.SIGKILL)
+            kill_deadline = time.monotonic() + 5
+            while not gone() and time.monotonic() < kill_deadline:
+                time.sleep(0.01)
+            break
+        time.sleep(0.01)
+    if group:
+        signal_it(signal.SIGKILL)  # whatever the leader left behind in its group
+    return True
 
 
 class Child:
@@ -177,6 +264,49 @@ def spawn(
     return child
 
 
+def run_sync(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    netns: str | None = None,
+    input: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a short command to completion (optionally inside ``netns``), blocking.
+
+    The command runs in its own process group; stdout and stderr are captured apart.
+    On timeout the whole group is killed and reaped, then
+    :class:`subprocess.TimeoutExpired` is raised. A non-zero exit status is returned,
+    not raised: the caller decides.
+    """
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    full_argv = netns_argv(netns, argv)
+    popen = subprocess.Popen(
+        full_argv,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=full_env,
+        cwd=cwd,
+        start_new_session=True,
+        close_fds=True,
+    )
+    try:
+        out, err = popen.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(popen.pid, signal.SIGKILL)
+        out, err = popen.communicate()
+        raise subprocess.TimeoutExpired(full_argv, timeout, out, err) from None
+    except BaseException:
+        kill_group(popen.pid, signal.SIGKILL)
+        popen.wait()
+        raise
+    return subprocess.CompletedProcess(full_argv, popen.returncode, out, err)
+
+
 @dataclass(frozen=True, slots=True)
 class CommandResult:
     """How a command run by :func:`run_command` ended."""
@@ -222,11 +352,11 @@ async def run_command(
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
         return CommandResult(proc.returncode, out[:max_output], False, time.monotonic() - start)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         kill_group(proc.pid, signal.SIGKILL)
         try:
             await asyncio.wait_for(proc.wait(), 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("command pid %d did not die after SIGKILL", proc.pid)
         return CommandResult(None, b"", True, time.monotonic() - start)
     except asyncio.CancelledError:

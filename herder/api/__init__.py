@@ -1,0 +1,1 @@
+"""Runtime API: status and admin operations over HTTP/JSON."""

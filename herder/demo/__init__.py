@@ -1,0 +1,1 @@
+"""The built-in demo: three small HTTP servers on loopback and herder in front of them."""
