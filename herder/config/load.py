@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 #: importers are registered. Each layer adds its module here.
 EXTENSION_MODULES: list[str] = [
     "herder.api.server",
+    "herder.l7.component",
 ]
 
 

@@ -1,0 +1,1 @@
+"""Sans-I/O pieces of the HTTP proxy."""

@@ -1,0 +1,996 @@
+"""The HTTP/1.x reverse proxy: asyncio protocols that move bytes between clients and servers.
+
+Theory of operation
+-------------------
+One :class:`ClientConnection` per accepted connection parses requests with httptools
+(llhttp, strict). For each request it picks a pool (the service's, or an ACL rule's), a
+server (persistence cookie first, then the pool's balance algorithm, with ``attempt`` so
+that a retry goes elsewhere), takes an idle :class:`ServerConnection` to that server from
+the pool's keep-alive cache or opens one, and sends a rebuilt request head (hop-by-hop
+headers removed, X-Forwarded-For added) followed by the body as it arrives.
+
+Responses are *not* parsed header by header (see herder.l7.core.http): the head is found,
+scanned once for framing and hop-by-hop headers, and passed on; the body is relayed as it
+arrives, counted down for Content-Length, followed through httptools for chunked bodies,
+and read to EOF when close-delimited.
+
+Flow control both ways: when one side's transport stops accepting writes, the other side's
+reading is paused (uvicorn's pattern), so a slow client never makes the proxy buffer a
+large response. Requests pipelined by a client are answered in order, one at a time.
+
+Timeouts (HAProxy's names): ``http-request`` (a complete head, else 408), ``client``
+(idle), ``http-keep-alive`` (between requests), ``connect``, ``server`` (504). They are
+deadlines checked by one reaper task per proxy, so the per-request path arms no timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import httptools
+
+from herder.l7.core.cookie import CookiePolicy, request_cookie, response_cookies
+from herder.l7.core.http import HOP_BY_HOP, MAX_HEAD, BadResponse, error_response, parse_response_head
+from herder.pool.model import Endpoint
+from herder.pool.state import PoolView, ServerView, Snapshot
+
+if TYPE_CHECKING:
+    from herder.pool.state import PoolState
+
+__all__ = ["HttpProxy", "ProxySettings", "PoolSettings"]
+
+log = logging.getLogger(__name__)
+
+HIGH_WATER = 64 * 1024
+_now = time.monotonic
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """What the proxy needs per pool (HAProxy backend options)."""
+
+    cookie: CookiePolicy | None = None
+    retries: int = 3
+    redispatch: bool = True
+    timeout_connect: float = 5.0
+    timeout_server: float = 30.0
+    forwardfor: bool = False
+    forwardfor_header: bytes = b"X-Forwarded-For"
+    forwardfor_except: tuple = ()
+    http_mode: str = "keep-alive"  # keep-alive | server-close | close
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """What the proxy needs per service (HAProxy frontend options)."""
+
+    listen: tuple[Endpoint, ...]
+    pool: str
+    timeout_client: float = 30.0
+    timeout_http_request: float = 10.0
+    timeout_http_keep_alive: float = 10.0
+    forwardfor: bool = False
+    forwardfor_header: bytes = b"X-Forwarded-For"
+    forwardfor_except: tuple = ()
+    http_mode: str = "keep-alive"
+    maxconn: int = 10000
+    pools: dict[str, PoolSettings] = field(default_factory=dict)
+    #: Routing rules: callables ``(request) -> pool name | None``, first match wins.
+    routes: tuple[Callable[[Request], str | None], ...] = ()
+
+
+# ------------------------------------------------------------------------------ pools
+
+
+class Backend:
+    """A pool as the proxy sees it: the current picker, cookie map and idle connections.
+
+    Rebuilt from each pool-state snapshot (never mutated by requests, except for the idle
+    connection cache and the per-server active counters the balance algorithm owns).
+    """
+
+    def __init__(self, name: str, settings: PoolSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.view: PoolView | None = None
+        self.picker = None
+        self.by_cookie: dict[bytes, ServerView] = {}
+        self.cookie_of: dict[str, bytes] = {}
+        self.idle: dict[Endpoint, list[ServerConnection]] = collections.defaultdict(list)
+
+    def update(self, view: PoolView | None) -> None:
+        from herder.l7.picking import build_picker
+
+        self.view = view
+        if view is None:
+            self.picker = None
+            self.by_cookie = {}
+            self.cookie_of = {}
+            self.close_idle()
+            return
+        self.picker = build_picker(view)
+        by_cookie = {}
+        cookie_of = {}
+        for v in view.servers:
+            c = v.server.meta.get("cookie")
+            if isinstance(c, str) and c:
+                by_cookie[c.encode()] = v
+                cookie_of[v.name] = c.encode()
+        self.by_cookie = by_cookie
+        self.cookie_of = cookie_of
+        live = {v.server.address for v in view.servers if v.accepts_persistent}
+        for ep in list(self.idle):
+            if ep not in live:
+                for conn in self.idle.pop(ep):
+                    conn.close()
+
+    def pick(self, key: int | None, attempt: int) -> ServerView | None:
+        if self.picker is None:
+            return None
+        return self.picker.pick(key, attempt)
+
+    def take_idle(self, ep: Endpoint) -> ServerConnection | None:
+        conns = self.idle.get(ep)
+        while conns:
+            c = conns.pop()
+            if c.transport is not None and not c.transport.is_closing():
+                return c
+        return None
+
+    def release(self, conn: ServerConnection) -> None:
+        self.idle[conn.endpoint].append(conn)
+
+    def close_idle(self) -> None:
+        for conns in self.idle.values():
+            for c in conns:
+                c.close()
+        self.idle.clear()
+
+
+# ------------------------------------------------------------------------------ requests
+
+
+class Request:
+    """One request being proxied (per-request state)."""
+
+    __slots__ = (
+        "method", "target", "headers", "version", "keep_alive", "upgrade", "body", "complete",
+        "chunked", "content_length", "cookie_values", "host", "attempt", "server", "backend",
+        "server_cookie", "client_had_cookie", "sent_head", "tried", "body_sent", "expect_continue",
+    )
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.target = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.version = "1.1"
+        self.keep_alive = True
+        self.upgrade = False
+        self.body: list[bytes] = []
+        self.complete = False
+        self.chunked = False
+        self.content_length: int | None = None
+        self.cookie_values: list[bytes] = []
+        self.host: bytes | None = None
+        self.attempt = 0
+        self.server: ServerView | None = None
+        self.backend: Backend | None = None
+        self.server_cookie: bytes | None = None
+        self.client_had_cookie = False
+        self.sent_head = False
+        self.tried: set[str] = set()
+        self.body_sent = 0
+        self.expect_continue = False
+
+    @property
+    def idempotent(self) -> bool:
+        return self.method in (b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE")
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+class _BadRequest(Exception):
+    pass
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: parses requests, proxies them one at a time, in order."""
+
+    def __init__(self, proxy: HttpProxy) -> None:
+        # Shared server state
+        self.proxy = proxy
+        self.settings = proxy.settings
+        # Per-connection state
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: collections.deque[Request] = collections.deque()
+        self.current: Request | None = None  # being parsed
+        self.active: Request | None = None  # being proxied
+        self.upstream: ServerConnection | None = None
+        self.head_size = 0
+        self.closing = False
+        self.tunnel = False
+        self.write_paused = False
+        self.read_paused = False
+        self.deadline = 0.0
+        self.deadline_status = 408
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else ""
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.proxy.clients.add(self)
+        self.deadline = _now() + self.settings.timeout_http_request
+        self.deadline_status = 408
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.proxy.clients.discard(self)
+        self.closing = True
+        up = self.upstream
+        if up is not None:
+            self.upstream = None
+            up.client_gone()
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel:
+            if self.upstream is not None and self.upstream.transport is not None:
+                self.upstream.transport.write(data)
+            return
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            # The rest of ``data`` belongs to the upgraded protocol (after a 101).
+            off = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
+            rest = data[off:]
+            if rest and self.current is not None:
+                self.current.body.append(rest)
+        except _HeadTooLarge:
+            self.fail(431)
+        except _BadRequest:
+            self.fail(400)
+        except httptools.HttpParserError as e:
+            log.debug("%s: bad request: %s", self.peer, e)
+            self.fail(400)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        up = self.upstream
+        if up is not None and up.transport is not None:
+            up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        up = self.upstream
+        if up is not None and up.transport is not None:
+            up.transport.resume_reading()
+
+    def eof_received(self) -> bool | None:
+        # A half-closed client still gets its response.
+        return True if (self.active is not None) else None
+
+    # -- httptools callbacks
+    def on_message_begin(self) -> None:
+        self.current = Request()
+        self.head_size = 0
+        if self.deadline_status != 408:
+            self.deadline = _now() + self.settings.timeout_http_request
+            self.deadline_status = 408
+
+    def on_url(self, url: bytes) -> None:
+        self.head_size += len(url)
+        if self.head_size > MAX_HEAD:
+            raise _HeadTooLarge
+        assert self.current is not None
+        self.current.target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > MAX_HEAD:
+            raise _HeadTooLarge
+        assert self.current is not None
+        self.current.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        req = self.current
+        assert req is not None
+        p = self.parser
+        req.method = p.get_method()
+        req.version = p.get_http_version()
+        req.keep_alive = p.should_keep_alive()
+        req.upgrade = p.should_upgrade()
+        kept: list[tuple[bytes, bytes]] = []
+        conn_tokens: set[bytes] = set()
+        hosts = 0
+        for k, v in req.headers:
+            lk = k.lower()
+            if lk == b"host":
+                hosts += 1
+                req.host = v
+            elif lk == b"cookie":
+                req.cookie_values.append(v)
+                continue
+            elif lk == b"content-length":
+                req.content_length = int(v)
+            elif lk == b"transfer-encoding":
+                req.chunked = True
+                continue
+            elif lk == b"connection":
+                conn_tokens.update(t.strip().lower() for t in v.split(b","))
+                continue
+            elif lk == b"expect" and v.lower() == b"100-continue":
+                req.expect_continue = True
+            elif lk in HOP_BY_HOP and not (req.upgrade and lk == b"upgrade"):
+                continue
+            kept.append((k, v))
+        if conn_tokens - {b"close", b"keep-alive", b"upgrade"}:
+            named = conn_tokens - {b"close", b"keep-alive", b"upgrade"}
+            kept = [(k, v) for k, v in kept if k.lower() not in named]
+        if hosts > 1 or (hosts == 0 and req.version == "1.1"):
+            raise _BadRequest
+        if req.chunked and req.version == "1.0":
+            raise _BadRequest  # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is a framing attack
+        req.headers = kept
+        self.deadline = _now() + self.settings.timeout_client
+        self.deadline_status = 0
+        self.queue.append(req)
+        if self.active is None:
+            self.start_next()
+        elif not self.read_paused and self.transport is not None:
+            # Pipelined: hold further input until the current response is done.
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        req = self.current
+        assert req is not None
+        if req is self.active and self.upstream is not None and req.sent_head:
+            self.upstream.send_body(req, body)
+        else:
+            req.body.append(body)
+            if sum(map(len, req.body)) > HIGH_WATER and not self.read_paused and self.transport is not None:
+                self.read_paused = True
+                self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        req = self.current
+        assert req is not None
+        req.complete = True
+        if req is self.active and self.upstream is not None and req.sent_head:
+            self.upstream.end_body(req)
+
+    # -- proxying
+    def start_next(self) -> None:
+        if not self.queue or self.closing:
+            return
+        req = self.queue.popleft()
+        self.active = req
+        if self.read_paused and not self.queue and self.transport is not None:
+            self.read_paused = False
+            self.transport.resume_reading()
+        pool = self.settings.pool
+        for rule in self.settings.routes:
+            chosen = rule(req)
+            if chosen is not None:
+                pool = chosen
+                break
+        backend = self.proxy.backends.get(pool)
+        if backend is None:
+            self.respond_error(503)
+            return
+        req.backend = backend
+        pol = backend.settings.cookie
+        if pol is not None and req.cookie_values:
+            value, new_values = request_cookie(req.cookie_values, pol)
+            if new_values is not None:
+                req.cookie_values = new_values
+            if value is not None:
+                v = backend.by_cookie.get(value)
+                if v is not None and v.accepts_persistent:
+                    req.server = v
+                    req.client_had_cookie = True
+        self.dispatch(req)
+
+    def dispatch(self, req: Request) -> None:
+        backend = req.backend
+        assert backend is not None
+        server = req.server
+        if server is None or (req.attempt > 0 and backend.settings.redispatch):
+            server = backend.pick(self._key(req), req.attempt)
+            if server is not None and server.name in req.tried and req.attempt > 0:
+                # the picker wrapped around to a server that already failed
+                alt = backend.pick(self._key(req), req.attempt + 1)
+                server = alt if alt is not None else server
+        if server is None:
+            self.respond_error(503)
+            return
+        req.server = server
+        req.tried.add(server.name)
+        req.server_cookie = backend.cookie_of.get(server.name)
+        ep = server.server.address
+        conn = backend.take_idle(ep) if self.proxy.mode(backend) == "keep-alive" else None
+        if conn is not None:
+            conn.attach(self, req, reused=True)
+            return
+        conn = ServerConnection(self.proxy, backend, ep)
+        self.proxy.connecting += 1
+        loop = asyncio.get_running_loop()
+        loop.create_task(conn.connect(self, req))
+
+    def _key(self, req: Request) -> int | None:
+        return None
+
+    def connect_failed(self, req: Request, why: str) -> None:
+        if req is not self.active or self.closing:
+            return
+        backend = req.backend
+        assert backend is not None and req.server is not None
+        self.proxy.report(backend.name, req.server.name, False, why)
+        req.attempt += 1
+        if req.attempt <= backend.settings.retries:
+            log.debug("%s: retry %d after %s to %s", self.peer, req.attempt, why, req.server.name)
+            if backend.settings.redispatch:
+                req.server = None
+            self.dispatch(req)
+            return
+        self.respond_error(503)
+
+    def extra_request_headers(self, req: Request, backend: Backend) -> bytes:
+        out = b""
+        if req.cookie_values:
+            out += b"".join(b"Cookie: " + v + b"\r\n" for v in req.cookie_values)
+        bs = backend.settings
+        ff = self.settings.forwardfor or bs.forwardfor
+        if ff:
+            excepts = self.settings.forwardfor_except + bs.forwardfor_except
+            if not excepts or not _in_nets(self.peer, excepts):
+                hdr = bs.forwardfor_header if bs.forwardfor else self.settings.forwardfor_header
+                out += hdr + b": " + self.peer.encode() + b"\r\n"
+        if req.chunked:
+            out += b"Transfer-Encoding: chunked\r\n"
+        if req.upgrade:
+            out += b"Connection: upgrade\r\n"
+        elif self.proxy.mode(backend) != "keep-alive":
+            out += b"Connection: close\r\n"
+        return out
+
+    def response_head(self, req: Request, head: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(head)
+
+    def client_should_close(self, req: Request, close_delimited: bool) -> bool:
+        return (not req.keep_alive or close_delimited or self.closing
+                or (req.backend is not None and self.proxy.mode(req.backend) == "close"))
+
+    def response_body(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def response_done(self, req: Request, close: bool) -> None:
+        self.upstream = None
+        self.active = None
+        # A response that ends before its request body did: the rest of the body cannot be
+        # told apart from a next request, so the connection closes (as HAProxy does).
+        if close or self.transport is None or not req.complete:
+            self.close()
+            return
+        self.deadline = _now() + self.settings.timeout_http_keep_alive
+        self.deadline_status = 0
+        if self.queue:
+            self.start_next()
+
+    def start_tunnel(self, up: ServerConnection, req: Request) -> None:
+        self.tunnel = True
+        self.deadline = float("inf")
+        for chunk in req.body:
+            up.transport.write(chunk)  # type: ignore[union-attr]
+        req.body.clear()
+
+    def respond_error(self, status: int) -> None:
+        self.active = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(error_response(status))
+        self.close()
+
+    def fail(self, status: int) -> None:
+        """A protocol error from the client: answer ``status`` if nothing was sent yet, close."""
+        self.closing = True
+        if self.active is not None and self.active.sent_head and self.upstream is not None:
+            # a response is in flight: we cannot answer in its middle
+            self.upstream.close()
+            self.close()
+            return
+        self.respond_error(status)
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _in_nets(ip: str, nets: tuple) -> bool:
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(a in n for n in nets)
+
+
+# ------------------------------------------------------------------------------ upstream
+
+
+class _Chunks:
+    """httptools callbacks for following a chunked body (only end of message matters)."""
+
+    __slots__ = ("done", "conn", "dechunk")
+
+    def __init__(self, conn: ServerConnection, dechunk: bool) -> None:
+        self.done = False
+        self.conn = conn
+        self.dechunk = dechunk
+
+    def on_body(self, body: bytes) -> None:
+        if self.dechunk:
+            self.conn.client_body(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+_CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+class ServerConnection(asyncio.Protocol):
+    """One connection to one server; carries one request at a time, then goes idle."""
+
+    def __init__(self, proxy: HttpProxy, backend: Backend, endpoint: Endpoint) -> None:
+        self.proxy = proxy
+        self.backend = backend
+        self.endpoint = endpoint
+        self.transport: asyncio.Transport | None = None
+        self.client: ClientConnection | None = None
+        self.req: Request | None = None
+        self.buf = b""
+        self.state = "idle"  # idle | head | body | tunnel
+        self.remaining = 0
+        self.chunks: _Chunks | None = None
+        self.chunk_parser = None
+        self.close_delimited = False
+        self.server_close = False
+        self.reused = False
+        self.got_bytes = False
+        self.client_close = False
+        self.deadline = float("inf")
+
+    async def connect(self, client: ClientConnection, req: Request) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(lambda: self, self.endpoint.host, self.endpoint.port),
+                self.backend.settings.timeout_connect,
+            )
+        except OSError as e:  # TimeoutError is an OSError
+            why = "L4 timeout" if isinstance(e, TimeoutError) else f"L4 connection error ({e.strerror or e})"
+            self.proxy.connecting -= 1
+            client.connect_failed(req, why)
+            return
+        self.proxy.connecting -= 1
+        if client.closing or req is not client.active:
+            self.close()
+            return
+        self.attach(client, req, reused=False)
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.proxy.servers.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.proxy.servers.discard(self)
+        self.transport = None
+        client, req = self.client, self.req
+        self.client = self.req = None
+        if client is None or req is None:
+            return
+        if self.state == "tunnel":
+            client.close()
+            return
+        if self.state == "body" and self.close_delimited:
+            client.response_done(req, True)
+            return
+        if (not self.got_bytes and self.reused and req.idempotent and not client.closing
+                and not req.chunked and not req.content_length):
+            # A kept-alive connection the server had closed: retry on a new one, silently.
+            req.sent_head = False
+            client.upstream = None
+            client.dispatch(req)
+            return
+        client.upstream = None
+        if self.state == "head" and not self.got_bytes:
+            self.proxy.report(self.backend.name, req.server.name if req.server else "?", False,
+                              "L7 connection closed before response")
+            client.respond_error(502)
+        else:
+            client.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        st = self.state
+        if st == "body" and self.remaining > 0:
+            n = len(data)
+            if n <= self.remaining:
+                self.remaining -= n
+                self.deadline = _now() + self.backend.settings.timeout_server
+                self.client_body(data)
+                if self.remaining == 0:
+                    self.finish()
+                return
+        if st == "tunnel":
+            if self.client is not None and self.client.transport is not None:
+                self.client.transport.write(data)
+            return
+        if st == "head":
+            self.on_head_data(data)
+            return
+        if st == "body":
+            self.on_body_data(data)
+            return
+        # data on an idle connection: the server is confused; drop the connection
+        self.close()
+
+    def pause_writing(self) -> None:
+        c = self.client
+        if c is not None and c.transport is not None:
+            c.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        c = self.client
+        if c is not None and c.transport is not None and not c.read_paused:
+            c.transport.resume_reading()
+
+    # -- request side
+    def attach(self, client: ClientConnection, req: Request, reused: bool) -> None:
+        self.client = client
+        self.req = req
+        self.reused = reused
+        self.got_bytes = False
+        self.state = "head"
+        self.buf = b""
+        client.upstream = self
+        backend = self.backend
+        head_parts = [req.method, b" ", req.target, b" HTTP/1.1\r\n"]
+        for k, v in req.headers:
+            head_parts += (k, b": ", v, b"\r\n")
+        head_parts.append(client.extra_request_headers(req, backend))
+        head_parts.append(b"\r\n")
+        data = b"".join(head_parts)
+        if req.body and not req.upgrade:
+            for chunk in req.body:
+                data += (b"%x\r\n%s\r\n" % (len(chunk), chunk)) if req.chunked else chunk
+            req.body.clear()
+        if req.complete and req.chunked:
+            data += b"0\r\n\r\n"
+        req.sent_head = True
+        self.deadline = _now() + backend.settings.timeout_server
+        assert self.transport is not None
+        self.transport.write(data)
+        if client.read_paused and not client.queue and client.transport is not None:
+            client.read_paused = False
+            client.transport.resume_reading()
+
+    def send_body(self, req: Request, body: bytes) -> None:
+        if self.transport is None:
+            return
+        if req.chunked:
+            self.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+        else:
+            self.transport.write(body)
+
+    def end_body(self, req: Request) -> None:
+        if self.transport is not None and req.chunked:
+            self.transport.write(b"0\r\n\r\n")
+
+    # -- response side
+    def on_head_data(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        client, req = self.client, self.req
+        assert client is not None and req is not None
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    self.bad_response("response head too large")
+                    return
+                self.buf = buf
+                return
+            backend = self.backend
+            pol = backend.settings.cookie
+            try:
+                rh = parse_response_head(buf[:end], request_method=req.method,
+                                         want_cookies=pol is not None and pol.reads_server_cookies)
+            except BadResponse as e:
+                self.bad_response(str(e))
+                return
+            rest = buf[end + 4:]
+            if rh.informational:
+                if req.version == "1.1":
+                    client.response_head(req, rh.head + b"\r\n\r\n")
+                buf = rest
+                if not buf:
+                    self.buf = b""
+                    return
+                continue
+            break
+        self.buf = b""
+        self.server_close = rh.server_close or self.proxy.mode(backend) != "keep-alive"
+        self.close_delimited = rh.close_delimited
+        extra = b""
+        if pol is not None:
+            cookies, private = response_cookies(rh.set_cookies, pol, req.server_cookie, req.client_had_cookie)
+            if cookies:
+                extra += b"".join(b"\r\nSet-Cookie: " + c for c in cookies)
+            if private and rh.cacheable_hint is None:
+                extra += b"\r\nCache-Control: private"
+        if rh.upgrade and req.upgrade:
+            extra += b"\r\nConnection: upgrade"
+            client.response_head(req, rh.head + extra + b"\r\n\r\n")
+            self.state = "tunnel"
+            self.deadline = float("inf")
+            client.start_tunnel(self, req)
+            if rest:
+                client.response_body(rest)
+            return
+        dechunk = rh.chunked and req.version == "1.0"
+        self.client_close = client.client_should_close(req, rh.close_delimited or dechunk) or req.upgrade
+        if self.client_close:
+            extra += b"\r\nConnection: close"
+        elif req.version == "1.0":
+            extra += b"\r\nConnection: keep-alive"
+        if rh.chunked and not dechunk:
+            extra += b"\r\nTransfer-Encoding: chunked"
+        client.response_head(req, rh.head + extra + b"\r\n\r\n")
+        if rh.chunked:
+            self.chunks = _Chunks(self, dechunk)
+            self.chunk_parser = httptools.HttpResponseParser(self.chunks)
+            self.chunk_parser.feed_data(_CHUNKED_HEAD)
+            self.state = "body"
+            if rest:
+                self.on_body_data(rest)
+            return
+        if rh.close_delimited:
+            self.state = "body"
+            self.remaining = -1
+            if rest:
+                self.client_body(rest)
+            return
+        self.remaining = rh.length or 0
+        self.state = "body"
+        if self.remaining == 0:
+            if rest:
+                self.server_close = True
+            self.finish()
+            return
+        if rest:
+            self.on_body_data(rest)
+
+    def on_body_data(self, data: bytes) -> None:
+        self.deadline = _now() + self.backend.settings.timeout_server
+        if self.chunk_parser is not None:
+            assert self.chunks is not None
+            try:
+                self.chunk_parser.feed_data(data)
+            except httptools.HttpParserError as e:
+                self.bad_response(f"bad chunked body: {e}")
+                return
+            if not self.chunks.dechunk:
+                self.client_body(data)
+            if self.chunks.done:
+                self.chunk_parser = None
+                self.chunks = None
+                self.finish()
+            return
+        if self.remaining < 0:
+            self.client_body(data)
+            return
+        n = len(data)
+        if n > self.remaining:
+            data = data[: self.remaining]
+            self.server_close = True  # extra bytes after the body: do not reuse
+        self.remaining -= len(data)
+        self.client_body(data)
+        if self.remaining == 0:
+            self.finish()
+
+    def client_body(self, data: bytes) -> None:
+        c = self.client
+        if c is not None and c.transport is not None:
+            c.transport.write(data)
+
+    def finish(self) -> None:
+        client, req = self.client, self.req
+        self.client = self.req = None
+        self.state = "idle"
+        self.deadline = float("inf")
+        reusable = (not self.server_close and req is not None and req.complete and self.transport is not None
+                    and not self.transport.is_closing())
+        if reusable:
+            self.backend.release(self)
+        else:
+            self.close()
+        if client is not None and req is not None:
+            client.response_done(req, self.client_close)
+
+    def bad_response(self, why: str) -> None:
+        client, req = self.client, self.req
+        self.client = self.req = None
+        log.warning("pool %s: server %s sent a bad response: %s", self.backend.name,
+                    req.server.name if req and req.server else "?", why)
+        if req is not None and req.server is not None:
+            self.proxy.report(self.backend.name, req.server.name, False, f"L7 bad response ({why})")
+        self.close()
+        if client is not None:
+            client.upstream = None
+            if self.state == "head":
+                client.respond_error(502)
+            else:
+                client.abort()
+
+    def timed_out(self) -> None:
+        client, req = self.client, self.req
+        self.client = self.req = None
+        if req is not None and req.server is not None:
+            self.proxy.report(self.backend.name, req.server.name, False, "L7 timeout")
+        st = self.state
+        self.close()
+        if client is not None:
+            client.upstream = None
+            if st == "head":
+                client.respond_error(504)
+            else:
+                client.abort()
+
+    def client_gone(self) -> None:
+        self.client = self.req = None
+        self.close()
+
+    def close(self) -> None:
+        self.state = "closed"
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+# ------------------------------------------------------------------------------ the proxy
+
+
+class HttpProxy:
+    """One HTTP service: listeners, the pools it routes to, and the timeout reaper."""
+
+    def __init__(self, name: str, settings: ProxySettings, pool_state: PoolState,
+                 report: Callable[[str, str, bool, str], None] | None = None) -> None:
+        self.name = f"http {name} on {', '.join(str(e) for e in settings.listen)}"
+        self.service = name
+        self.settings = settings
+        self.pool_state = pool_state
+        self.backends: dict[str, Backend] = {
+            p: Backend(p, s) for p, s in settings.pools.items()
+        }
+        self.clients: set[ClientConnection] = set()
+        self.servers: set[ServerConnection] = set()
+        self.connecting = 0
+        self._servers: list[asyncio.AbstractServer] = []
+        self._sub = None
+        self._reaper: asyncio.Task | None = None
+        self._report = report
+
+    _MODES = ("keep-alive", "server-close", "close")
+
+    def mode(self, backend: Backend) -> str:
+        """The effective connection mode: the stronger of the service's and the pool's
+        (close > server-close > keep-alive), as HAProxy combines frontend and backend."""
+        a = self._MODES.index(self.settings.http_mode)
+        b = self._MODES.index(backend.settings.http_mode)
+        return self._MODES[max(a, b)]
+
+    def report(self, pool: str, server: str, ok: bool, why: str) -> None:
+        """Passive health: tell the health engine about a failed exchange with a server."""
+        if self._report is not None:
+            try:
+                self._report(pool, server, ok, why)
+            except Exception:
+                log.exception("passive health report failed")
+
+    def on_snapshot(self, snap: Snapshot) -> None:
+        for name, backend in self.backends.items():
+            view = snap.pools.get(name)
+            if backend.view is None or view is None or view.version != backend.view.version:
+                backend.update(view)
+
+    @property
+    def ports(self) -> list[int]:
+        """Bound ports, in listen order (useful when a listener asked for port 0)."""
+        return [s.sockets[0].getsockname()[1] for s in self._servers]  # type: ignore[attr-defined]
+
+    async def start(self) -> None:
+        self._sub = self.pool_state.subscribe(self.on_snapshot, name=f"l7 {self.service}")
+        loop = asyncio.get_running_loop()
+        try:
+            for ep in self.settings.listen:
+                srv = await loop.create_server(lambda: ClientConnection(self), ep.host, ep.port,
+                                               reuse_address=True, backlog=4096)
+                self._servers.append(srv)
+        except OSError:
+            await self.stop()
+            raise
+        self._reaper = loop.create_task(self._reap())
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            self._sub.close()
+            self._sub = None
+        for s in self._servers:
+            s.close()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        for c in list(self.clients):
+            if c.active is None:
+                c.close()
+        # let in-flight responses finish briefly, then cut
+        deadline = _now() + 0.5
+        while any(c.active is not None for c in self.clients) and _now() < deadline:
+            await asyncio.sleep(0.02)
+        for c in list(self.clients):
+            c.abort()
+        for s in list(self.servers):
+            s.close()
+        for b in self.backends.values():
+            b.close_idle()
+        for s in self._servers:
+            await s.wait_closed()
+        self._servers.clear()
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            now = _now()
+            for c in list(self.clients):
+                if c.deadline < now and c.active is None:
+                    if c.deadline_status == 408 and c.current is not None and not c.current.complete \
+                            and c.parser is not None and c.head_size > 0:
+                        c.respond_error(408)
+                    else:
+                        c.close()
+            for s in list(self.servers):
+                if s.deadline < now and s.client is not None:
+                    s.timed_out()
