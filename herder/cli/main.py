@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "herder.cli.check",
     "herder.cli.demo",
     "herder.cli.version",
+    "herder.lab.cli",
 ]
 
 EPILOG = """\
