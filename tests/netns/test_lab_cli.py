@@ -192,6 +192,32 @@ def test_cli_refuses_what_it_cannot_do(lab_name, tmp_path):
     herder_lab("down", lab_name)
 
 
+def test_shell_and_capture_run_in_the_node(lab_name):
+    herder_lab("up", "flat", "--name", lab_name, "--no-processes")
+    shell = subprocess.run([sys.executable, "-m", "herder", "lab", "shell", "--lab", lab_name, "rs2"],
+                           input="ip -br addr show dev eth0\necho lab=$HERDER_LAB node=$HERDER_LAB_NODE\nexit 0\n",
+                           capture_output=True, text=True, timeout=30)
+    assert shell.returncode == 0, shell.stderr
+    assert "198.18.0.12/24" in shell.stdout and f"lab={lab_name} node=rs2" in shell.stdout
+    cap = subprocess.Popen([sys.executable, "-m", "herder", "lab", "capture", "--lab", lab_name, "rs1", "icmp", "-c", "2"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        out = ""
+        while cap.poll() is None and time.monotonic() < deadline:
+            herder_lab("exec", "--lab", lab_name, "client", "--", "ping", "-c", "1", "-W", "1", "198.18.0.11",
+                       check=False)
+            time.sleep(0.2)
+        out, err = cap.communicate(timeout=5)
+    finally:
+        if cap.poll() is None:
+            cap.kill()
+            cap.wait()
+    assert cap.returncode == 0, err
+    assert "198.18.0.10 > 198.18.0.11: ICMP echo request" in out
+    herder_lab("down", lab_name)
+
+
 def test_help_has_descriptions_and_examples():
     for sub in ("up", "down", "status", "exec", "shell", "capture", "topologies"):
         text = herder_lab(sub, "--help").stdout

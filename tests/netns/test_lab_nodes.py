@@ -121,6 +121,11 @@ def test_long_lived_connections_report_every_break(lab_up):
     assert any(b.kind == "error" and "Refused" in b.detail for b in rep.breaks)
 
 
+def test_module_scoped_labs_are_shared(lab_up_module):
+    lab = lab_up_module("vrrp")
+    assert lab.node("dir2").ping("198.18.0.2") == 64
+
+
 def test_two_labs_at_once_do_not_interfere(lab_up):
     a = lab_up("flat")
     b = lab_up("flat")

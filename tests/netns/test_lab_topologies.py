@@ -34,6 +34,13 @@ def test_flat(lab_up, record_property):
         assert client.ping(lab.node(other).address) == ONLINK
     # the director reaches the servers too (it will forward to them)
     assert answers(lab, "director", "198.18.0.13") == {"rs3": 1}
+    # the bridge lives in the switch namespace, with bridge netfilter off
+    sw = lab.switch
+    assert sw.run(["sysctl", "-n", "net.bridge.bridge-nf-call-iptables"]).stdout.strip() == "0"
+    assert "lan" in sw.run(["ip", "-br", "link", "show", "type", "bridge"]).stdout
+    assert not client.run(["ip", "-br", "link", "show", "type", "bridge"]).stdout.strip()
+    # IPv6 is off unless the topology asks (quiet captures)
+    assert "inet6" not in client.run(["ip", "addr"]).stdout
 
 
 def test_routed_client_reaches_servers_only_through_the_router(lab_up, record_property):
