@@ -32,7 +32,10 @@ log = logging.getLogger(__name__)
 #: importers are registered. Each layer adds its module here.
 EXTENSION_MODULES: list[str] = [
     "herder.api.server",
+    "herder.health.engine",
+    "herder.discovery.engine",
     "herder.l7.component",
+    "herder.l7.haproxy_cfg",
 ]
 
 
@@ -184,10 +187,14 @@ def merge(frags: list[Fragment], files: tuple[str, ...]) -> tuple[Config, list[C
 
     declared = set().union(*(f.declared for f in frags)) if frags else set()
     for name, svc in services.items():
-        if svc.pool not in pools and ("pool", svc.pool) not in declared:
-            frag = owner[("service", name)]
-            err(frag, ("service", name), f"service {name!r} names pool {svc.pool!r}, which no file defines"
-                + (f" (defined pools: {', '.join(sorted(pools))})" if pools else ""), sub=("pool",))
+        # a service's own pool, and any pool its routing rules name (duck-typed: `.pools`)
+        refs = [("pool", svc.pool)] if svc.pool else []
+        refs += [("routing", p) for p in getattr(svc.settings.get("routing"), "pools", ())]
+        for sub, ref in refs:
+            if ref not in pools and ("pool", ref) not in declared:
+                frag = owner[("service", name)]
+                err(frag, ("service", name), f"service {name!r} names pool {ref!r}, which no file defines"
+                    + (f" (defined pools: {', '.join(sorted(pools))})" if pools else ""), sub=(sub,))
     for pname, pool in pools.items():
         for s in pool.servers:
             if s.region is not None and s.region not in regions and ("region", s.region) not in declared:

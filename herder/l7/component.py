@@ -31,16 +31,19 @@ from typing import TYPE_CHECKING
 
 from herder.config.native import register_pool_key, register_server_key, register_service_key
 from herder.config.schema import (
+    INVALID,
     Bool,
     Cidr,
     Duration,
     Field,
     Int,
     ListOf,
+    MapOf,
     OneOf,
     Str,
     Table,
 )
+from herder.l7.core.acl import AclError, Routing, parse_acl, parse_condition
 from herder.l7.core.cookie import CookiePolicy
 from herder.l7.proxy import HttpProxy, PoolSettings, ProxySettings
 from herder.runtime import register_component
@@ -73,7 +76,53 @@ COOKIE = Table({
     "domain": Field(Str(what="a cookie domain")),
 }, what="a cookie table")
 
+
+
+def _build_acl(v: dict, path, ctx):
+    args = (["-i"] if v["ignore_case"] else []) + list(v["values"])
+    try:
+        return parse_acl(str(path[-1]), v["criterion"], args)
+    except AclError as e:
+        ctx.error(path, str(e))
+        return INVALID
+
+
+def _build_rule(v: dict, path, ctx):
+    if (v["if"] is None) == (v["unless"] is None):
+        ctx.error(path, "give exactly one of `if` or `unless`")
+        return INVALID
+    return v
+
+
+def _build_routing(v: dict, path, ctx):
+    acls = v["acl"]
+    rules = []
+    ok = True
+    for i, r in enumerate(v["use"]):
+        words = ["if", *r["if"].split()] if r["if"] is not None else ["unless", *r["unless"].split()]
+        try:
+            rules.append((parse_condition(words, acls), r["pool"]))
+        except AclError as e:
+            ctx.error((*path, "use", i), str(e))
+            ok = False
+    return Routing(tuple(rules)) if ok else INVALID
+
+
+ROUTING = Table({
+    "acl": Field(MapOf(Table({
+        "criterion": Field(Str(what="an ACL criterion (src, path_beg, hdr(host), method...)"), required=True),
+        "values": Field(ListOf(Str(), min_len=1, single_ok=True), required=True),
+        "ignore_case": Field(Bool(), default=False),
+    }, build=_build_acl, what="an ACL table")), default={}),
+    "use": Field(ListOf(Table({
+        "pool": Field(Str(pattern=r"[A-Za-z0-9][A-Za-z0-9_.-]*", what="a pool name"), required=True),
+        "if": Field(Str(what="a condition such as \"is_api || !is_web\"")),
+        "unless": Field(Str(what="a condition")),
+    }, build=_build_rule, what="a routing rule")), default=()),
+}, build=_build_routing, what="a routing table")
+
 for _key, _field in {
+    "routing": Field(ROUTING, doc="ACLs and use_pool rules (HAProxy acl / use_backend)"),
     "forwardfor": Field(FORWARDFOR, doc="add X-Forwarded-For (HAProxy option forwardfor)"),
     "http_mode": Field(Str(choices=HTTP_MODES), doc="keep-alive, server-close or close"),
     "timeout_client": Field(Duration(), doc="idle client timeout (30s)"),
@@ -131,7 +180,8 @@ def pool_settings(settings) -> PoolSettings:
 def proxy_settings(service, pools) -> ProxySettings:
     s = service.settings
     ff, hdr, exc = _forwardfor(s.get("forwardfor"))
-    wanted = {service.pool, *s.get("route_pools", ())}
+    routing = s.get("routing")
+    wanted = {service.pool, *(routing.pools if routing is not None else ())} - {""}
     return ProxySettings(
         listen=service.listen,
         pool=service.pool,
@@ -141,6 +191,7 @@ def proxy_settings(service, pools) -> ProxySettings:
         forwardfor=ff, forwardfor_header=hdr, forwardfor_except=exc,
         http_mode=s.get("http_mode", "keep-alive"),
         maxconn=s.get("maxconn", 10000),
+        routing=routing,
         pools={p: pool_settings(pools[p].settings) for p in wanted if p in pools},
     )
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from herder.l7.core.acl import RequestView, Routing
 from herder.l7.core.cookie import CookiePolicy, request_cookie, response_cookies
 from herder.l7.core.http import HOP_BY_HOP, MAX_HEAD, BadResponse, error_response, parse_response_head
 from herder.pool.model import Endpoint
@@ -83,8 +84,8 @@ class ProxySettings:
     http_mode: str = "keep-alive"
     maxconn: int = 10000
     pools: dict[str, PoolSettings] = field(default_factory=dict)
-    #: Routing rules: callables ``(request) -> pool name | None``, first match wins.
-    routes: tuple[Callable[[Request], str | None], ...] = ()
+    #: ACL routing (use_backend rules); None: everything goes to ``pool``.
+    routing: Routing | None = None
 
 
 # ------------------------------------------------------------------------------ pools
@@ -389,11 +390,11 @@ class ClientConnection(asyncio.Protocol):
             self.read_paused = False
             self.transport.resume_reading()
         pool = self.settings.pool
-        for rule in self.settings.routes:
-            chosen = rule(req)
+        routing = self.settings.routing
+        if routing is not None:
+            chosen = routing.route(RequestView(req.method, req.target, req.headers, self.peer))
             if chosen is not None:
                 pool = chosen
-                break
         backend = self.proxy.backends.get(pool)
         if backend is None:
             self.respond_error(503)

@@ -252,14 +252,15 @@ class Snapshot:
 # --------------------------------------------------------------------------- writer
 
 
-def initial_health(pool: Pool) -> Health:
+def initial_health(pool: Pool, server: Server | None = None) -> Health:
     """The health a server has when it first appears in ``pool``.
 
-    A pool without checks has nothing that could say a server is down: its servers are UP.
-    A checked pool starts its servers in ``pool.initial_state`` (DOWN unless the check
-    configuration asks to start up, keepalived's ``alpha`` turned off).
+    A pool without checks has nothing that could say a server is down: its servers are UP,
+    and so is a server whose ``meta["check"]`` is False (a HAProxy ``server`` line without
+    ``check``). A checked server starts in ``pool.settings["initial_state"]`` (DOWN unless
+    the configuration asks to start up: keepalived's ``alpha`` turned off).
     """
-    if not pool.checks:
+    if not pool.checks or (server is not None and server.meta.get("check") is False):
         return Health(HealthState.UP, "no check configured")
     state = pool.settings.get("initial_state", HealthState.DOWN)
     if not isinstance(state, HealthState):
@@ -530,7 +531,7 @@ class PoolState:
             self._admin[key] = admin
             health = self._health.get(key)
             if health is None:
-                health = initial_health(pool)
+                health = initial_health(pool, server)
                 self._health[key] = health
             weight = self._weight.get(key, server.weight)
             view = ServerView(server, health, admin, weight, source)

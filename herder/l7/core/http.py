@@ -96,7 +96,7 @@ def parse_response_head(raw: bytes, *, request_method: bytes, want_cookies: bool
     cache_control: bytes | None = None
     strip: list[bytes] = []
     conn_tokens: list[bytes] = []
-    for hm in _INTERESTING.finditer(raw):
+    for hm in _INTERESTING.finditer(raw + b"\r\n"):
         name = hm.group(1).lower()
         value = hm.group(2)
         if name == b"content-length":
