@@ -54,6 +54,7 @@ class Capture:
         with open(self.log_path, "wb") as logf:
             self.child = spawn(argv, name=f"tcpdump@{self.node.name}", netns=self.node.netns,
                                stdout=logf, stderr=subprocess.STDOUT)
+        self.node.lab._track(self.child)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.log_path.read_text(errors="replace")

@@ -36,7 +36,7 @@ from herder.lab import netns as nsmod
 from herder.lab.netns import LabError, check_lab_name, netns_name
 from herder.lab.node import Node, helper_env, wait_entered, wait_listening
 from herder.lab.topology import SWITCH, Topology, parse_topology, resolve_topology
-from herder.proc import Child, pid_start_time, python_executable, spawn, stop_pid
+from herder.proc import Child, children, pid_start_time, python_executable, spawn, stop_pid
 
 __all__ = ["Lab", "LabInfo", "down", "list_labs", "stale_labs", "state_root"]
 
@@ -119,7 +119,13 @@ class Lab:
         """
         t0 = time.monotonic()
         topo = resolve_topology(topology)
-        name = check_lab_name(name or topo.name)
+        if name is None:
+            try:
+                name = check_lab_name(topo.name)
+            except LabError:
+                raise LabError(f"the topology name {topo.name!r} is not a valid lab name "
+                               "(a letter, then up to 11 letters or digits): give a name") from None
+        check_lab_name(name)
         directory = _state_dir(name, root)
         existing = nsmod.lab_namespaces(name)
         if existing or (directory / "state.json").exists():
@@ -176,7 +182,10 @@ class Lab:
         Returns the namespaces removed. Safe to call twice.
         """
         for child in reversed(self._children):
-            child.stop(timeout)
+            if child.alive():
+                child.stop(timeout)
+            else:
+                children.discard(child)  # already reaped by alive(); never signal a reused PID
         self._children.clear()
         return down(self.name, root=self.state_dir.parent, timeout=timeout)
 
@@ -225,6 +234,10 @@ class Lab:
         d = self.state_dir / "captures"
         d.mkdir(parents=True, exist_ok=True)
         return d / f"{node}-{os.getpid()}-{self._seq}.pcap"
+
+    def _track(self, child: Child) -> None:
+        """Stop ``child`` (a helper such as tcpdump or a traffic generator) in :meth:`down`."""
+        self._children.append(child)
 
     def _spawn(self, node: Node, pname: str, argv: Sequence[str], *, env: Mapping[str, str] | None) -> Child:
         logp = self.log_path(node.name, pname)

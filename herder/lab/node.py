@@ -317,6 +317,7 @@ class Node:
         with open(out_path, "wb") as out:
             child = spawn(self._traffic_argv(args), name=f"connections@{self.name}", netns=self.netns,
                           env=helper_env(), stdout=out)
+        self.lab._track(child)
         run = TrafficRun(self, child, out_path, limit)
         if background:
             return run
