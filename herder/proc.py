@@ -31,6 +31,7 @@ __all__ = [
     "children",
     "kill_group",
     "netns_argv",
+    "pid_running",
     "pid_start_time",
     "python_executable",
     "run_command",
@@ -100,6 +101,21 @@ def _pid_matches(pid: int, start_time: int | None) -> bool:
     return start_time is None or now == start_time
 
 
+def pid_running(pid: int, start_time: int | None = None) -> bool:
+    """True if ``pid`` runs (not a zombie) and, if given, still has ``start_time``.
+
+    A zombie has exited; it only waits for its parent (or init, for an orphan) to reap it.
+    """
+    if not _pid_matches(pid, start_time):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return data[data.rindex(b")") + 2:].split()[0] not in (b"Z", b"X")
+
+
 def stop_pid(pid: int, *, start_time: int | None = None, timeout: float = 2.0) -> bool:
     """Stop a process this process did not start (or no longer holds a :class:`Child` for).
 
@@ -128,14 +144,7 @@ def stop_pid(pid: int, *, start_time: int | None = None, timeout: float = 2.0) -
             pass
 
     def gone() -> bool:
-        if not _pid_matches(pid, start_time):
-            return True
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                data = f.read()
-            return data[data.rindex(b")") + 2:].split()[0] in (b"Z", b"X")
-        except (FileNotFoundError, ProcessLookupError):
-            return True
+        return not pid_running(pid, start_time)
 
     signal_it(signal.SIGTERM)
     deadline = time.monotonic() + timeout

@@ -36,7 +36,7 @@ from herder.lab import netns as nsmod
 from herder.lab.netns import LabError, check_lab_name, netns_name
 from herder.lab.node import Node, helper_env, wait_entered, wait_listening
 from herder.lab.topology import SWITCH, Topology, parse_topology, resolve_topology
-from herder.proc import Child, children, pid_start_time, python_executable, spawn, stop_pid
+from herder.proc import Child, children, pid_running, pid_start_time, python_executable, spawn, stop_pid
 
 __all__ = ["Lab", "LabInfo", "down", "list_labs", "stale_labs", "state_root"]
 
@@ -277,8 +277,7 @@ class Lab:
         state = _read_state(self.state_dir) or {}
         out = []
         for p in state.get("processes", []):
-            start = pid_start_time(p["pid"])
-            out.append({**p, "alive": start is not None and start == p.get("start_time")})
+            out.append({**p, "alive": pid_running(p["pid"], p.get("start_time"))})
         return out
 
 
@@ -316,8 +315,7 @@ def list_labs(root: Path | None = None) -> list[LabInfo]:
             info.owner_pid = state.get("owner_pid")
             info.created = state.get("created")
             for p in state.get("processes", []):
-                start = pid_start_time(p["pid"])
-                info.processes.append({**p, "alive": start is not None and start == p.get("start_time")})
+                info.processes.append({**p, "alive": pid_running(p["pid"], p.get("start_time"))})
         out.append(info)
     return out
 
@@ -353,6 +351,6 @@ def stale_labs(tag: str, root: Path | None = None) -> list[str]:
         if state.get("tag") != tag:
             continue
         owner = state.get("owner_pid")
-        if owner is None or pid_start_time(owner) != state.get("owner_start"):
+        if owner is None or not pid_running(owner, state.get("owner_start")):
             out.append(info.name)
     return out

@@ -18,7 +18,7 @@ from herder.lab.lab import state_root
 from herder.lab.netns import NETNS_DIR, lab_namespaces, netns_name, pids_in_namespaces
 from herder.lab.pytest_plugin import netns_unavailable
 from herder.lab.topology import SWITCH, resolve_topology
-from herder.proc import pid_start_time
+from herder.proc import pid_running
 
 pytestmark = pytest.mark.netns
 
@@ -45,18 +45,6 @@ def lab_name():
     yield name
     if lab_namespaces(name) or (state_root() / name).exists():
         subprocess.run([sys.executable, "-m", "herder", "lab", "down", name], capture_output=True, timeout=30)
-
-
-def running(pid: int, start_time: int) -> bool:
-    """``pid`` is still the recorded process and not a zombie (orphans are reaped by init, later)."""
-    if pid_start_time(pid) != start_time:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return False
-    return data[data.rindex(b")") + 2:].split()[0] not in (b"Z", b"X")
 
 
 def root_links() -> set[str]:
@@ -132,7 +120,7 @@ def test_up_status_exec_down_leaves_no_namespace_link_or_process(lab_name):
     links_after = root_links()
     print(f"after: root links {sorted(links_after)}")
     assert not (links_after - links_before) & our_names
-    assert not [pid for pid, start in recorded if running(pid, start)], "a lab process survived"
+    assert not [pid for pid, start in recorded if pid_running(pid, start)], "a lab process survived"
     assert processes_in(idents) == [], "a process still lives in a deleted lab namespace"
     assert not (state_root() / lab_name).exists()
     assert not [s for s in json.loads(herder_lab("status", "--json").stdout) if s["name"] == lab_name]
@@ -149,7 +137,7 @@ def test_down_cleans_up_after_a_lost_state_file(lab_name):
     assert [s["orphaned"] for s in status if s["name"] == lab_name] == [True]
     herder_lab("down", lab_name)
     assert not lab_namespaces(lab_name)
-    assert not [pid for pid, start in pids if running(pid, start)]
+    assert not [pid for pid, start in pids if pid_running(pid, start)]
     assert processes_in(idents) == []
 
 
