@@ -226,6 +226,8 @@ class ClientConnection(asyncio.Protocol):
         self.read_paused = False
         self.deadline = 0.0
         self.deadline_status = 408
+        self.in_head = True
+        self.head_bytes = 0
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -258,6 +260,13 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.closing:
             return
+        if self.in_head:
+            # Bytes of a head not yet complete (llhttp buffers a header line until it ends):
+            # bound them here, before the parser accumulates them.
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD + 4096:
+                self.fail(431)
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -266,12 +275,17 @@ class ClientConnection(asyncio.Protocol):
             rest = data[off:]
             if rest and self.current is not None:
                 self.current.body.append(rest)
+        except httptools.HttpParserError as e:
+            # httptools wraps exceptions raised in callbacks; the cause says which it was
+            cause = e.__cause__ or e.__context__
+            if isinstance(e, _HeadTooLarge) or isinstance(cause, _HeadTooLarge):
+                self.fail(431)
+            else:
+                log.debug("%s: bad request: %s", self.peer, e)
+                self.fail(400)
         except _HeadTooLarge:
             self.fail(431)
         except _BadRequest:
-            self.fail(400)
-        except httptools.HttpParserError as e:
-            log.debug("%s: bad request: %s", self.peer, e)
             self.fail(400)
 
     def pause_writing(self) -> None:
@@ -294,6 +308,7 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.current = Request()
         self.head_size = 0
+        self.in_head = True
         if self.deadline_status != 408:
             self.deadline = _now() + self.settings.timeout_http_request
             self.deadline_status = 408
@@ -352,6 +367,8 @@ class ClientConnection(asyncio.Protocol):
         if req.chunked and req.version == "1.0":
             raise _BadRequest  # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is a framing attack
         req.headers = kept
+        self.in_head = False
+        self.head_bytes = 0
         self.deadline = _now() + self.settings.timeout_client
         self.deadline_status = 0
         self.queue.append(req)
@@ -639,6 +656,12 @@ class ServerConnection(asyncio.Protocol):
             return
         client.upstream = None
         if self.state == "head" and not self.got_bytes:
+            if req.idempotent and not req.chunked and not req.content_length and not client.closing:
+                # Nothing reached the client yet and the request can be replayed: count it
+                # as a failed attempt and retry (on another server with redispatch).
+                req.sent_head = False
+                client.connect_failed(req, "L7 connection closed before response")
+                return
             self.proxy.report(self.backend.name, req.server.name if req.server else "?", False,
                               "L7 connection closed before response")
             client.respond_error(502)
@@ -859,10 +882,11 @@ class ServerConnection(asyncio.Protocol):
                     req.server.name if req and req.server else "?", why)
         if req is not None and req.server is not None:
             self.proxy.report(self.backend.name, req.server.name, False, f"L7 bad response ({why})")
+        st = self.state
         self.close()
         if client is not None:
             client.upstream = None
-            if self.state == "head":
+            if st == "head":
                 client.respond_error(502)
             else:
                 client.abort()
