@@ -552,9 +552,6 @@ def parse_topology(data: Mapping[str, Any], *, name: str = "", source: str = "")
     if not raw_nodes:
         raise TopologyError("nodes: a topology needs at least one node")
     nodes = [_parse_node(f"nodes.{k}", k, v) for k, v in raw_nodes.items()]
-    clash = {b.name for b in bridges} & {n.name for n in nodes}
-    if clash:
-        log.debug("bridge and node share a name: %s (allowed: different namespaces)", clash)
     _check_links(nodes, bridges)
     _check_addresses(nodes)
     return Topology(

@@ -229,3 +229,21 @@ def test_plugin_skips_with_a_reason_when_not_root(lab_up, tmp_path):
     assert res.returncode == 0, res.stdout
     assert "1 skipped" in res.stdout
     assert "need root" in res.stdout
+
+
+def test_labs_of_a_killed_run_are_removed_when_the_next_run_starts(lab_up, tmp_path):
+    killed = run_pytest(tmp_path, {"test_inner.py": """
+        import os, signal, pytest
+
+        @pytest.mark.netns
+        def test_dies(lab_up):
+            lab = lab_up("distributed")
+            open(os.environ["LAB_NAME_FILE"], "w").write(lab.name)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """})
+    assert killed.returncode == -9
+    name = (tmp_path / "lab_name").read_text()
+    assert lab_namespaces(name), "the killed run's lab should still be there"
+    (tmp_path / "test_inner.py").write_text("def test_nothing():\n    pass\n")
+    assert run_pytest(tmp_path, {}).returncode == 0
+    assert not lab_namespaces(name)
