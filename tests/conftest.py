@@ -7,7 +7,6 @@ reason without root).
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections import Counter
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 HERE = Path(__file__).parent
 GROUPS = ("unit", "integration", "netns")
 
-pytest_plugins = ["herder.lab.pytest_plugin"] if importlib.util.find_spec("herder.lab.pytest_plugin") else []
+pytest_plugins = ["herder.lab.pytest_plugin"]
 
 
 def pytest_collection_modifyitems(config, items):
