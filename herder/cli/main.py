@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "herder.cli.demo",
     "herder.cli.version",
     "herder.lab.cli",
+    "herder.cli.dns",
 ]
 
 EPILOG = """\

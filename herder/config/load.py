@@ -36,6 +36,7 @@ EXTENSION_MODULES: list[str] = [
     "herder.discovery.engine",
     "herder.l7.component",
     "herder.l7.haproxy_cfg",
+    "herder.dns.server",
 ]
 
 
