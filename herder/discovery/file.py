@@ -243,11 +243,11 @@ class FileSource(PollingSource):
             if not self._missing:
                 self._missing = True
                 kept = len(self.servers) if self.servers is not None else 0
-                log.warning("pool %s: discovery %s: cannot read %s (%s); keeping the last %d server(s)",
-                            self.pool, self.source, self.path, e.strerror or e, kept)
+                log.warning("pool %s: discovery %s: cannot read the file (%s); keeping the last %d server(s)",
+                            self.pool, self.source, e.strerror or e, kept)
             return self.interval
         if self._missing:
-            log.info("pool %s: discovery %s: %s is back", self.pool, self.source, self.path)
+            log.info("pool %s: discovery %s: the file is back", self.pool, self.source)
             self._missing = False
         sig = (st.st_mtime_ns, st.st_size, st.st_ino)
         if sig == self._stat and self._looks % 10:
@@ -257,8 +257,7 @@ class FileSource(PollingSource):
             with open(self.path, "rb") as f:
                 data = f.read()
         except OSError as e:
-            log.warning("pool %s: discovery %s: cannot read %s: %s", self.pool, self.source, self.path,
-                        e.strerror or e)
+            log.warning("pool %s: discovery %s: cannot read the file: %s", self.pool, self.source, e.strerror or e)
             return self.interval
         digest = hashlib.sha256(data).digest()
         if digest == self._digest:
@@ -278,8 +277,8 @@ class FileSource(PollingSource):
 
     def _reject(self, errors: list[ConfigError]) -> None:
         kept = len(self.servers) if self.servers is not None else 0
-        log.error("pool %s: discovery %s: rejected the edit of %s, keeping the last %d server(s): %s",
-                  self.pool, self.source, self.path, kept, "; ".join(str(e) for e in errors))
+        log.error("pool %s: discovery %s: edit rejected, keeping the last %d server(s): %s",
+                  self.pool, self.source, kept, "; ".join(str(e) for e in errors))
 
 
 def _build(v: dict, path, ctx: Ctx) -> dict:
