@@ -98,9 +98,11 @@ class Backend:
     connection cache and the per-server active counters the balance algorithm owns).
     """
 
-    def __init__(self, name: str, settings: PoolSettings) -> None:
+    def __init__(self, name: str, settings: PoolSettings, mode: str = "keep-alive") -> None:
         self.name = name
         self.settings = settings
+        #: The effective connection mode (the service's and the pool's combined).
+        self.mode = mode
         self.view: PoolView | None = None
         self.picker = None
         self.by_cookie: dict[bytes, ServerView] = {}
@@ -446,7 +448,7 @@ class ClientConnection(asyncio.Protocol):
         req.tried.add(server.name)
         req.server_cookie = backend.cookie_of.get(server.name)
         ep = server.server.address
-        conn = backend.take_idle(ep) if self.proxy.mode(backend) == "keep-alive" else None
+        conn = backend.take_idle(ep) if backend.mode == "keep-alive" else None
         if conn is not None:
             conn.attach(self, req, reused=True)
             return
@@ -488,7 +490,7 @@ class ClientConnection(asyncio.Protocol):
             out += b"Transfer-Encoding: chunked\r\n"
         if req.upgrade:
             out += b"Connection: upgrade\r\n"
-        elif self.proxy.mode(backend) != "keep-alive":
+        elif backend.mode != "keep-alive":
             out += b"Connection: close\r\n"
         return out
 
@@ -498,7 +500,7 @@ class ClientConnection(asyncio.Protocol):
 
     def client_should_close(self, req: Request, close_delimited: bool) -> bool:
         return (not req.keep_alive or close_delimited or self.closing
-                or (req.backend is not None and self.proxy.mode(req.backend) == "close"))
+                or (req.backend is not None and req.backend.mode == "close"))
 
     def response_body(self, data: bytes) -> None:
         if self.transport is not None:
@@ -777,7 +779,7 @@ class ServerConnection(asyncio.Protocol):
                 continue
             break
         self.buf = b""
-        self.server_close = rh.server_close or self.proxy.mode(backend) != "keep-alive"
+        self.server_close = rh.server_close or backend.mode != "keep-alive"
         self.close_delimited = rh.close_delimited
         extra = b""
         if pol is not None:
@@ -803,7 +805,16 @@ class ServerConnection(asyncio.Protocol):
             extra += b"\r\nConnection: keep-alive"
         if rh.chunked and not dechunk:
             extra += b"\r\nTransfer-Encoding: chunked"
-        client.response_head(req, rh.head + extra + b"\r\n\r\n")
+        head = rh.head + extra + b"\r\n\r\n"
+        if not rh.chunked and not rh.close_delimited and rest and len(rest) <= (rh.length or 0):
+            # the usual case: the whole (small) body came with the head: one write, not two
+            self.remaining = (rh.length or 0) - len(rest)
+            self.state = "body"
+            client.response_head(req, head + rest)
+            if self.remaining == 0:
+                self.finish()
+            return
+        client.response_head(req, head)
         if rh.chunked:
             self.chunks = _Chunks(self, dechunk)
             self.chunk_parser = httptools.HttpResponseParser(self.chunks)
@@ -928,7 +939,7 @@ class HttpProxy:
         self.settings = settings
         self.pool_state = pool_state
         self.backends: dict[str, Backend] = {
-            p: Backend(p, s) for p, s in settings.pools.items()
+            p: Backend(p, s, self._combine(settings.http_mode, s.http_mode)) for p, s in settings.pools.items()
         }
         self.clients: set[ClientConnection] = set()
         self.servers: set[ServerConnection] = set()
@@ -940,12 +951,11 @@ class HttpProxy:
 
     _MODES = ("keep-alive", "server-close", "close")
 
-    def mode(self, backend: Backend) -> str:
-        """The effective connection mode: the stronger of the service's and the pool's
-        (close > server-close > keep-alive), as HAProxy combines frontend and backend."""
-        a = self._MODES.index(self.settings.http_mode)
-        b = self._MODES.index(backend.settings.http_mode)
-        return self._MODES[max(a, b)]
+    @classmethod
+    def _combine(cls, a: str, b: str) -> str:
+        """The stronger of two connection modes (close > server-close > keep-alive), as
+        HAProxy combines a frontend's and a backend's."""
+        return cls._MODES[max(cls._MODES.index(a), cls._MODES.index(b))]
 
     def report(self, pool: str, server: str, ok: bool, why: str) -> None:
         """Passive health: tell the health engine about a failed exchange with a server."""
