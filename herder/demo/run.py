@@ -37,9 +37,18 @@ log_level = "info"
 [api]
 listen = "{host}:{api_port}"
 
+[services.www]
+pool = "demo"
+mode = "http"
+listen = "{host}:{proxy_port}"
+forwardfor = true
+
 [pools.demo]
 balance = "roundrobin"
 initial_state = "down"
+cookie = {{ name = "SRV", mode = "insert", indirect = true, nocache = true }}
+retries = 2
+redispatch = true
 
 [[pools.demo.checks]]
 type = "http"
@@ -55,12 +64,13 @@ SERVER = """
 [[pools.demo.servers]]
 name = "{name}"
 address = "{host}:{port}"
+cookie = "{name}"
 """
 
 
-def demo_config_text(host: str, base_port: int, api_port: int) -> str:
+def demo_config_text(host: str, base_port: int, api_port: int, proxy_port: int) -> str:
     servers = "".join(SERVER.format(name=n, host=host, port=base_port + i) for i, n in enumerate(NAMES))
-    return TEMPLATE.format(host=host, api_port=api_port, servers=servers)
+    return TEMPLATE.format(host=host, api_port=api_port, proxy_port=proxy_port, servers=servers)
 
 
 class DemoBackends:
@@ -141,11 +151,11 @@ async def _script(backends: DemoBackends) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     global _backends
-    text = demo_config_text(args.host, args.base_port, args.api_port)
+    text = demo_config_text(args.host, args.base_port, args.api_port, args.proxy_port)
     if getattr(args, "print_config", False):
         print(text)
         return 0
-    cfg = load_strings([("<demo>", text)])
+    cfg = load_strings([("builtin-demo.toml", text)])
     hlog.setup(args.log_level or cfg.log_level, args.log_format or cfg.log_format)
     from herder.runtime import Runtime
 
@@ -154,8 +164,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
     def ready(rt: Runtime) -> None:
         api = f"http://{args.host}:{args.api_port}"
+        proxy = f"http://{args.host}:{args.proxy_port}/"
         print(
             "\nherder demo is running.\n"
+            f"  the service:     curl -s {proxy}     (round robin over web1-web3; -c/-b a cookie jar sticks)\n"
             f"  backends:        {', '.join(f'{n}=http://{args.host}:{p}/' for n, p in _backends.ports.items())}\n"
             f"  pool state:      curl -s {api}/status\n"
             f"  stop a backend:  curl -s -XPOST {api}/demo/web2/stop    (watch it go DOWN in the log)\n"
