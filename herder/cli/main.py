@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "herder.cli.version",
     "herder.lab.cli",
     "herder.cli.dns",
+    "herder.cli.balance",
 ]
 
 EPILOG = """\
