@@ -282,9 +282,19 @@ def zone_from_records(origin: str, records: Iterable[str], *, ttl: int = 3600, s
     try:
         return load_zone_text(text, origin, filename=filename, geo=geo), []
     except ZoneError as e:
-        if e.line is not None:
-            idx = e.line - len(header) - 1
-            if 0 <= idx < len(lines):
+        first = e
+    # dnspython sometimes reports the line after the bad one (the tokenizer has already
+    # read the newline): find the first record that fails by itself, in order.
+    for idx, line in enumerate(lines):
+        try:
+            load_zone_text("\n".join(header + [line]) + "\n", origin, filename=filename)
+        except ZoneError as e:
+            if e.line is not None and e.line > len(header):
                 return None, [(idx, e.message)]
-            return None, [(None, f"in the generated SOA: {e.message}" if not has_soa else e.message)]
-        return None, [(None, e.message)]
+            if "SOA" not in e.message:
+                return None, [(idx, e.message)]
+    try:
+        load_zone_text("\n".join(header) + "\n", origin, filename=filename)
+    except ZoneError as e:
+        return None, [(None, f"in the SOA: {e.message}")]
+    return None, [(None, first.message)]
