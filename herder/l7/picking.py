@@ -1,32 +1,22 @@
-"""The proxy's link to the balance library: a picker per pool snapshot."""
+"""The proxy's link to the balance library: a policy per pool, a picker per snapshot."""
 
 from __future__ import annotations
 
-from herder.pool.state import PoolView, ServerView
+import logging
+
+from herder.balance import Picker, Policy, resolve
+from herder.pool.state import PoolView
+
+__all__ = ["build_picker", "policy_for"]
+
+log = logging.getLogger(__name__)
 
 
-class _SmoothRR:
-    """Smooth weighted round robin (nginx), used until the balance registry is wired in."""
-
-    def __init__(self, servers: tuple[ServerView, ...]) -> None:
-        self.servers = servers
-        self.weights = [s.effective_weight for s in servers]
-        self.current = [0] * len(servers)
-        self.total = sum(self.weights)
-
-    def pick(self, key: int | None, attempt: int) -> ServerView | None:
-        if not self.servers:
-            return None
-        best = 0
-        cur = self.current
-        for i, w in enumerate(self.weights):
-            cur[i] += w
-            if cur[i] > cur[best]:
-                best = i
-        cur[best] -= self.total
-        return self.servers[best]
+def policy_for(view: PoolView) -> Policy:
+    """The pool's balance policy (validated at config load, so this does not fail)."""
+    return resolve(view.pool.balance, view.pool.balance_options)
 
 
-def build_picker(view: PoolView) -> _SmoothRR:
-    usable = view.usable() or view.usable(backup=True)
-    return _SmoothRR(usable)
+def build_picker(view: PoolView, policy: Policy, previous: Picker | None) -> Picker:
+    """A picker over the pool's servers; counters (connections, latency) carry over."""
+    return policy.build(view.servers, previous=previous)

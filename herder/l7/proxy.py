@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
 import ipaddress
 import logging
 import socket
@@ -40,6 +41,7 @@ import httptools
 from herder.l7.core.acl import RequestView, Routing
 from herder.l7.core.cookie import CookiePolicy, request_cookie, response_cookies
 from herder.l7.core.http import HOP_BY_HOP, MAX_HEAD, BadResponse, error_response, parse_response_head
+from herder.l7.core.rules import HttpRule, RateTable, apply_rules
 from herder.pool.model import Endpoint
 from herder.pool.state import PoolView, ServerView, Snapshot
 
@@ -63,6 +65,7 @@ class PoolSettings:
     redispatch: bool = True
     timeout_connect: float = 5.0
     timeout_server: float = 30.0
+    timeout_queue: float = 0.0
     forwardfor: bool = False
     forwardfor_header: bytes = b"X-Forwarded-For"
     forwardfor_except: tuple = ()
@@ -86,6 +89,21 @@ class ProxySettings:
     pools: dict[str, PoolSettings] = field(default_factory=dict)
     #: ACL routing (use_backend rules); None: everything goes to ``pool``.
     routing: Routing | None = None
+    #: ``http-request`` rules, in order.
+    rules: tuple[HttpRule, ...] = ()
+    rate_limit: RateLimit | None = None
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Answer ``status`` to a source above ``requests`` per ``period`` seconds (sliding).
+    ``tracked``: only requests that a ``track`` rule selected are counted and limited."""
+
+    requests: int
+    period: float
+    status: int = 429
+    tracked: bool = False
+    size: int = 100_000
 
 
 # ------------------------------------------------------------------------------ pools
@@ -104,41 +122,125 @@ class Backend:
         #: The effective connection mode (the service's and the pool's combined).
         self.mode = mode
         self.view: PoolView | None = None
+        self.policy = None
         self.picker = None
+        self.key_kind = "none"
         self.by_cookie: dict[bytes, ServerView] = {}
         self.cookie_of: dict[str, bytes] = {}
+        self.maxconn: dict[str, int] = {}
+        #: Requests in flight per server (what maxconn limits; leastconn reads it too).
+        self.active: dict[str, int] = collections.defaultdict(int)
+        #: Requests waiting for a free server: (priority class, arrival order, client, request).
+        self.queue: list[tuple[int, int, ClientConnection, Request]] = []
+        self._seq = 0
         self.idle: dict[Endpoint, list[ServerConnection]] = collections.defaultdict(list)
 
     def update(self, view: PoolView | None) -> None:
-        from herder.l7.picking import build_picker
+        from herder.l7.picking import build_picker, policy_for
 
-        self.view = view
         if view is None:
+            self.view = None
             self.picker = None
             self.by_cookie = {}
             self.cookie_of = {}
             self.close_idle()
             return
-        self.picker = build_picker(view)
+        if self.view is None or self.view.pool != view.pool or self.policy is None:
+            self.policy = policy_for(view)
+            self.key_kind = self.policy.key.kind
+            self.picker = None
+        self.view = view
+        self.picker = build_picker(view, self.policy, self.picker)
         by_cookie = {}
         cookie_of = {}
+        maxconn = {}
         for v in view.servers:
             c = v.server.meta.get("cookie")
             if isinstance(c, str) and c:
                 by_cookie[c.encode()] = v
                 cookie_of[v.name] = c.encode()
+            m = v.server.meta.get("maxconn")
+            if isinstance(m, int) and m > 0:
+                maxconn[v.name] = m
         self.by_cookie = by_cookie
         self.cookie_of = cookie_of
+        self.maxconn = maxconn
         live = {v.server.address for v in view.servers if v.accepts_persistent}
         for ep in list(self.idle):
             if ep not in live:
                 for conn in self.idle.pop(ep):
                     conn.close()
 
-    def pick(self, key: int | None, attempt: int) -> ServerView | None:
-        if self.picker is None:
+    def pick(self, key: int | None, attempt: int, avoid: str | None = None) -> ServerView | None:
+        """A server with room (maxconn) for a new request, or None (all full or none usable).
+
+        ``attempt`` moves a retry to another server; full servers are skipped by asking
+        for further attempts, at most once per server.
+        """
+        picker = self.picker
+        if picker is None:
             return None
-        return self.picker.pick(key, attempt)
+        n = len(picker)
+        for i in range(max(n, 1)):
+            t = picker.pick(key, attempt + i, avoid)
+            if t is None:
+                return None
+            if self.has_room(t.name):
+                return t.view
+        return None
+
+    def has_room(self, name: str) -> bool:
+        m = self.maxconn.get(name)
+        return m is None or self.active[name] < m
+
+    def acquire(self, name: str) -> None:
+        self.active[name] += 1
+        if self.picker is not None:
+            self.picker.on_connect(name)
+
+    def release_slot(self, name: str) -> None:
+        if self.active[name] > 0:
+            self.active[name] -= 1
+        if self.picker is not None:
+            self.picker.on_release(name)
+        if self.queue:
+            self.wake()
+
+    def enqueue(self, client: ClientConnection, req: Request, deadline: float) -> None:
+        self._seq += 1
+        req.queued_until = deadline
+        heapq.heappush(self.queue, (req.priority, self._seq, client, req))
+
+    def wake(self) -> None:
+        """Hand freed slots to queued requests, higher priority classes (lower numbers) first."""
+        while self.queue:
+            _, _, client, req = self.queue[0]
+            if client.closing or req is not client.active:
+                heapq.heappop(self.queue)
+                continue
+            pinned = req.server
+            if pinned is not None and not self.has_room(pinned.name):
+                return
+            if pinned is None and self.pick(None, 0) is None:
+                return
+            heapq.heappop(self.queue)
+            req.queued_until = 0.0
+            client.dispatch(req)
+
+    def expire_queue(self, now: float) -> None:
+        if not any(req.queued_until and req.queued_until < now for _, _, _, req in self.queue):
+            return
+        keep = []
+        for item in self.queue:
+            _, _, client, req = item
+            if req.queued_until and req.queued_until < now:
+                req.queued_until = 0.0
+                if req is client.active and not client.closing:
+                    client.respond_error(503)
+            else:
+                keep.append(item)
+        heapq.heapify(keep)
+        self.queue = keep
 
     def take_idle(self, ep: Endpoint) -> ServerConnection | None:
         conns = self.idle.get(ep)
@@ -168,6 +270,7 @@ class Request:
         "method", "target", "headers", "version", "keep_alive", "upgrade", "body", "complete",
         "chunked", "content_length", "cookie_values", "host", "attempt", "server", "backend",
         "server_cookie", "client_had_cookie", "sent_head", "tried", "body_sent", "expect_continue",
+        "slot", "priority", "queued_until",
     )
 
     def __init__(self) -> None:
@@ -189,9 +292,13 @@ class Request:
         self.server_cookie: bytes | None = None
         self.client_had_cookie = False
         self.sent_head = False
-        self.tried: set[str] = set()
+        self.tried: dict[str, None] = {}  # ordered set of servers tried
         self.body_sent = 0
         self.expect_continue = False
+        #: The server whose maxconn slot this request holds (released exactly once).
+        self.slot: str | None = None
+        self.priority = 0
+        self.queued_until = 0.0
 
     @property
     def idempotent(self) -> bool:
@@ -230,6 +337,7 @@ class ClientConnection(asyncio.Protocol):
         self.deadline_status = 408
         self.in_head = True
         self.head_bytes = 0
+        self.pending = False
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -249,6 +357,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.proxy.clients.discard(self)
         self.closing = True
+        self._release(self.active)
         up = self.upstream
         if up is not None:
             self.upstream = None
@@ -277,6 +386,7 @@ class ClientConnection(asyncio.Protocol):
             rest = data[off:]
             if rest and self.current is not None:
                 self.current.body.append(rest)
+            self._dispatch_pending()
         except httptools.HttpParserError as e:
             # httptools wraps exceptions raised in callbacks; the cause says which it was
             cause = e.__cause__ or e.__context__
@@ -289,6 +399,16 @@ class ClientConnection(asyncio.Protocol):
             self.fail(431)
         except _BadRequest:
             self.fail(400)
+        else:
+            self._dispatch_pending()
+
+    def _dispatch_pending(self) -> None:
+        # A request is dispatched only once the whole chunk of input that carried its head
+        # parsed cleanly: a smuggling attempt sent in one packet (a bad chunk size after a
+        # good head, say) is rejected before any byte of it reaches a server.
+        if self.pending and self.active is None and not self.closing:
+            self.pending = False
+            self.start_next()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -351,6 +471,8 @@ class ClientConnection(asyncio.Protocol):
             elif lk == b"content-length":
                 req.content_length = int(v)
             elif lk == b"transfer-encoding":
+                if v.rsplit(b",", 1)[-1].strip().lower() != b"chunked":
+                    raise _BadRequest  # RFC 9112 §6.3: chunked must be the final coding
                 req.chunked = True
                 continue
             elif lk == b"connection":
@@ -375,7 +497,7 @@ class ClientConnection(asyncio.Protocol):
         self.deadline_status = 0
         self.queue.append(req)
         if self.active is None:
-            self.start_next()
+            self.pending = True
         elif not self.read_paused and self.transport is not None:
             # Pipelined: hold further input until the current response is done.
             self.read_paused = True
@@ -409,11 +531,24 @@ class ClientConnection(asyncio.Protocol):
             self.read_paused = False
             self.transport.resume_reading()
         pool = self.settings.pool
-        routing = self.settings.routing
-        if routing is not None:
-            chosen = routing.route(RequestView(req.method, req.target, req.headers, self.peer))
-            if chosen is not None:
-                pool = chosen
+        st = self.settings
+        if st.routing is not None or st.rules or st.rate_limit is not None:
+            view = RequestView(req.method, req.target, req.headers, self.peer)
+            if st.rules:
+                d = apply_rules(st.rules, view, req.headers)
+                if d.status:
+                    self.respond_error(d.status, location=d.location)
+                    return
+                req.priority = d.priority
+            if st.rate_limit is not None and (d.track if st.rules and st.rate_limit.tracked else True):
+                rate = self.proxy.rates.hit(self.peer, _now())
+                if rate > st.rate_limit.requests:
+                    self.respond_error(st.rate_limit.status)
+                    return
+            if st.routing is not None:
+                chosen = st.routing.route(view)
+                if chosen is not None:
+                    pool = chosen
         backend = self.proxy.backends.get(pool)
         if backend is None:
             self.respond_error(503)
@@ -435,17 +570,23 @@ class ClientConnection(asyncio.Protocol):
         backend = req.backend
         assert backend is not None
         server = req.server
-        if server is None or (req.attempt > 0 and backend.settings.redispatch):
-            server = backend.pick(self._key(req), req.attempt)
-            if server is not None and server.name in req.tried and req.attempt > 0:
-                # the picker wrapped around to a server that already failed
-                alt = backend.pick(self._key(req), req.attempt + 1)
-                server = alt if alt is not None else server
-        if server is None:
-            self.respond_error(503)
+        if server is not None and not backend.has_room(server.name):
+            # a sticky request waits for its own server (HAProxy's per-server queue)
+            self._queue(req, backend)
             return
+        if server is None:
+            last = next(reversed(req.tried)) if req.tried else None
+            server = backend.pick(self._key(req, backend), req.attempt, last)
+            if server is None:
+                if backend.picker is not None and len(backend.picker) and backend.maxconn:
+                    self._queue(req, backend)  # every usable server is at its maxconn
+                else:
+                    self.respond_error(503)
+                return
         req.server = server
-        req.tried.add(server.name)
+        req.tried[server.name] = None
+        req.slot = server.name
+        backend.acquire(server.name)
         req.server_cookie = backend.cookie_of.get(server.name)
         ep = server.server.address
         conn = backend.take_idle(ep) if backend.mode == "keep-alive" else None
@@ -457,8 +598,34 @@ class ClientConnection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         loop.create_task(conn.connect(self, req))
 
-    def _key(self, req: Request) -> int | None:
-        return None
+    def _key(self, req: Request, backend: Backend) -> int | None:
+        if backend.key_kind == "none" or backend.policy is None:
+            return None
+        headers = req.headers
+        cookies = req.cookie_values
+
+        def header(name: str) -> str | None:
+            if name.lower() == "cookie":
+                return "; ".join(v.decode("latin-1") for v in cookies) if cookies else None
+            lname = name.lower().encode()
+            for k, v in headers:
+                if k.lower() == lname:
+                    return v.decode("latin-1")
+            return None
+
+        return backend.policy.key.extract(src=self.peer, uri=req.target.decode("latin-1"), headers=header)
+
+    def _queue(self, req: Request, backend: Backend) -> None:
+        timeout = backend.settings.timeout_queue
+        if timeout <= 0:
+            self.respond_error(503)
+            return
+        backend.enqueue(self, req, _now() + timeout)
+
+    def _release(self, req: Request | None) -> None:
+        if req is not None and req.slot is not None and req.backend is not None:
+            name, req.slot = req.slot, None
+            req.backend.release_slot(name)
 
     def connect_failed(self, req: Request, why: str) -> None:
         if req is not self.active or self.closing:
@@ -466,6 +633,7 @@ class ClientConnection(asyncio.Protocol):
         backend = req.backend
         assert backend is not None and req.server is not None
         self.proxy.report(backend.name, req.server.name, False, why)
+        self._release(req)
         req.attempt += 1
         if req.attempt <= backend.settings.retries:
             log.debug("%s: retry %d after %s to %s", self.peer, req.attempt, why, req.server.name)
@@ -509,6 +677,7 @@ class ClientConnection(asyncio.Protocol):
     def response_done(self, req: Request, close: bool) -> None:
         self.upstream = None
         self.active = None
+        self._release(req)
         # A response that ends before its request body did: the rest of the body cannot be
         # told apart from a next request, so the connection closes (as HAProxy does).
         if close or self.transport is None or not req.complete:
@@ -526,10 +695,13 @@ class ClientConnection(asyncio.Protocol):
             up.transport.write(chunk)  # type: ignore[union-attr]
         req.body.clear()
 
-    def respond_error(self, status: int) -> None:
-        self.active = None
+    def respond_error(self, status: int, location: bytes = b"") -> None:
+        """Answer ``status`` (with ``Location`` for a redirect) and close the connection."""
+        req, self.active = self.active, None
+        self._release(req)
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(error_response(status))
+            extra = b"Location: " + location + b"\r\n" if location else b""
+            self.transport.write(error_response(status, extra=extra))
         self.close()
 
     def fail(self, status: int) -> None:
@@ -943,6 +1115,8 @@ class HttpProxy:
         }
         self.clients: set[ClientConnection] = set()
         self.servers: set[ServerConnection] = set()
+        rl = settings.rate_limit
+        self.rates = RateTable(rl.period, rl.size) if rl is not None else RateTable(1.0, 1)
         self.connecting = 0
         self._servers: list[asyncio.AbstractServer] = []
         self._sub = None
@@ -1029,3 +1203,6 @@ class HttpProxy:
             for s in list(self.servers):
                 if s.deadline < now and s.client is not None:
                     s.timed_out()
+            for b in self.backends.values():
+                if b.queue:
+                    b.expire_queue(now)
