@@ -313,6 +313,8 @@ class EmptyPicker(Picker):
         self.algorithm = algorithm
         #: Same shape as Maglev's table, for the L4 director: no slots.
         self.table: tuple[int, ...] = ()
+        #: The last non-empty picker, so that counters survive an outage of the whole pool.
+        self.carry: Picker | None = previous.carry if isinstance(previous, EmptyPicker) else previous
 
     def pick(self, key: int | None = None, attempt: int = 0, avoid: str | None = None) -> Target | None:
         return None
@@ -619,7 +621,9 @@ class Policy:
         """
         targets = usable_targets(targets_from(servers), allbackups=self.allbackups)
         if not targets:
-            return EmptyPicker(self.algorithm.name)
+            return EmptyPicker(self.algorithm.name, previous)
+        if isinstance(previous, EmptyPicker):
+            previous = previous.carry
         inner_previous = getattr(previous, "inner", None) or previous
         picker = self.algorithm.factory(targets, self.options, inner_previous)
         if self.balance_factor:

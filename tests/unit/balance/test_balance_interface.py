@@ -195,6 +195,17 @@ def test_connection_counts_carry_over_to_the_next_picker():
     assert new.pick().name in ("s002", "s003")
 
 
+def test_counters_survive_an_outage_of_the_whole_pool():
+    policy = resolve("leastconn")
+    p = policy.build(pool(2))
+    p.on_connect("s001")
+    down = policy.build([view("s000", state=HealthState.DOWN), view("s001", state=HealthState.DOWN)], previous=p)
+    down = policy.build([], previous=down)
+    assert isinstance(down, EmptyPicker) and down.pick() is None
+    back = policy.build(pool(2), previous=down)
+    assert back.connections("s001") == 1
+
+
 def test_hash_pickers_share_the_lookup_many_contract():
     import numpy as np
 
