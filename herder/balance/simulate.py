@@ -234,9 +234,9 @@ def format_report(results: Sequence[Result], *, weights: Sequence[int], keys: in
                      _pct(r.moved), _pct(r.minimum), _pct(r.excess), _pct(r.shuffled),
                      f"{r.build_ms:.1f} ms"))
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=True)]
-    out.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
+    out.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
     out.append("  ".join("-" * w for w in widths))
-    out += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)) for row in rows]
+    out += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     noise = perfect_max_mean(n, weights, keys, seed)
     out += [
         "",
