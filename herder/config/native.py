@@ -54,6 +54,7 @@ _pool_keys: dict[str, Field] = {}
 _server_keys: dict[str, Field] = {}
 _service_keys: dict[str, Field] = {}
 _check_types: dict[str, Table] = {}
+_service_checks: list = []
 
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 
@@ -80,6 +81,13 @@ def register_server_key(name: str, f: Field) -> None:
 def register_service_key(name: str, f: Field) -> None:
     """Add a key to ``[services.NAME]``; the parsed value goes to ``Service.settings[name]``."""
     _service_keys[name] = f
+
+
+def register_service_check(fn) -> None:
+    """Add a cross-key check of a service: ``fn(values, path, ctx) -> bool`` sees the
+    service's parsed keys (registered ones included), reports errors through ``ctx`` and
+    returns False when the service is invalid."""
+    _service_checks.append(fn)
 
 
 def register_check_type(kind: str, table: Table) -> None:
@@ -177,6 +185,8 @@ def _service_spec() -> Table:
 
 
 def _build_service(v: dict, path: Path, ctx: Ctx):
+    if not all([fn(v, path, ctx) for fn in _service_checks]):
+        return INVALID
     settings = {k: v[k] for k in _service_keys if v.get(k) is not None}
     return Service(name=str(path[-1]), pool=v["pool"], mode=v["mode"], listen=tuple(v["listen"]),
                    settings=frozen_map(settings))

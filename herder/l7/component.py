@@ -29,7 +29,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from herder.config.native import register_pool_key, register_server_key, register_service_key
+from herder.config.native import (
+    register_pool_key,
+    register_server_key,
+    register_service_check,
+    register_service_key,
+)
 from herder.config.schema import (
     INVALID,
     Bool,
@@ -45,7 +50,8 @@ from herder.config.schema import (
 )
 from herder.l7.core.acl import AclError, Routing, parse_acl, parse_condition
 from herder.l7.core.cookie import CookiePolicy
-from herder.l7.proxy import HttpProxy, PoolSettings, ProxySettings
+from herder.l7.core.rules import REDIRECT_CODES, HttpRule
+from herder.l7.proxy import HttpProxy, PoolSettings, ProxySettings, RateLimit
 from herder.runtime import register_component
 
 if TYPE_CHECKING:
@@ -105,7 +111,7 @@ def _build_routing(v: dict, path, ctx):
         except AclError as e:
             ctx.error((*path, "use", i), str(e))
             ok = False
-    return Routing(tuple(rules)) if ok else INVALID
+    return Routing(tuple(rules), dict(acls)) if ok else INVALID
 
 
 ROUTING = Table({
@@ -121,7 +127,48 @@ ROUTING = Table({
     }, build=_build_rule, what="a routing rule")), default=()),
 }, build=_build_routing, what="a routing table")
 
+HTTP_ACTIONS = ("allow", "deny", "redirect", "set-header", "add-header", "del-header", "set-priority-class",
+                "track")
+
+
+def _build_http_rule(v: dict, path, ctx):
+    a = v["action"]
+    need = {"set-header": ("name", "value"), "add-header": ("name", "value"), "del-header": ("name",),
+            "redirect": ("location",), "set-priority-class": ("priority",)}.get(a, ())
+    for k in need:
+        if v.get(k) is None:
+            ctx.error(path, f"action {a!r} needs key {k!r}")
+            return INVALID
+    if a == "redirect" and v["status"] is not None and v["status"] not in REDIRECT_CODES:
+        ctx.error((*path, "status"), f"a redirect status is one of {', '.join(map(str, REDIRECT_CODES))}")
+        return INVALID
+    return v
+
+
+HTTP_RULE = Table({
+    "action": Field(Str(choices=HTTP_ACTIONS), required=True),
+    "name": Field(Str(pattern=r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", what="a header name")),
+    "value": Field(Str(nonempty=False, pattern=r"[^\r\n]*", what="a header value")),
+    "location": Field(Str(what="a URL or path")),
+    "prefix": Field(Bool(), default=False, doc="redirect: location is a prefix the request target is appended to"),
+    "status": Field(Int(100, 599)),
+    "priority": Field(Int(-2047, 2047)),
+    "if": Field(Str(what="a condition")),
+    "unless": Field(Str(what="a condition")),
+}, build=_build_http_rule, what="an http_request rule")
+
+RATE_LIMIT = Table({
+    "requests": Field(Int(1, 10**9), required=True, doc="requests allowed per period per source"),
+    "period": Field(Duration(min=0.001), default=10.0),
+    "status": Field(Int(400, 599), default=429),
+    "tracked_only": Field(Bool(), default=False, doc="count only requests a `track` rule selected"),
+    "size": Field(Int(1, 10**8), default=100_000, doc="sources tracked at most"),
+}, what="a rate_limit table")
+
+
 for _key, _field in {
+    "http_request": Field(ListOf(HTTP_RULE), doc="http-request rules, in order (ACLs from `routing.acl`)"),
+    "rate_limit": Field(RATE_LIMIT, doc="per-source request rate limit (HAProxy stick-table http_req_rate)"),
     "routing": Field(ROUTING, doc="ACLs and use_pool rules (HAProxy acl / use_backend)"),
     "forwardfor": Field(FORWARDFOR, doc="add X-Forwarded-For (HAProxy option forwardfor)"),
     "http_mode": Field(Str(choices=HTTP_MODES), doc="keep-alive, server-close or close"),
@@ -138,12 +185,14 @@ for _key, _field in {
     "redispatch": Field(Bool(), doc="retry on another server (HAProxy option redispatch)"),
     "timeout_connect": Field(Duration(), doc="connect timeout (5s)"),
     "timeout_server": Field(Duration(), doc="server inactivity timeout (30s)"),
+    "timeout_queue": Field(Duration(), doc="how long a request may wait for a server below its maxconn (0: 503 at once)"),
     "forwardfor": Field(FORWARDFOR),
     "http_mode": Field(Str(choices=HTTP_MODES)),
 }.items():
     register_pool_key(_key, _field)
 
 register_server_key("cookie", Field(Str(what="a cookie value"), doc="value of the persistence cookie"))
+register_server_key("maxconn", Field(Int(1, 1_000_000), doc="requests in flight at most; more wait in the queue"))
 
 
 def _forwardfor(value) -> tuple[bool, bytes, tuple]:
@@ -172,6 +221,7 @@ def pool_settings(settings) -> PoolSettings:
         redispatch=settings.get("redispatch", False),
         timeout_connect=settings.get("timeout_connect", 5.0),
         timeout_server=settings.get("timeout_server", 30.0),
+        timeout_queue=settings.get("timeout_queue", 0.0),
         forwardfor=ff, forwardfor_header=hdr, forwardfor_except=exc,
         http_mode=settings.get("http_mode", "keep-alive"),
     )
@@ -182,6 +232,13 @@ def proxy_settings(service, pools) -> ProxySettings:
     ff, hdr, exc = _forwardfor(s.get("forwardfor"))
     routing = s.get("routing")
     wanted = {service.pool, *(routing.pools if routing is not None else ())} - {""}
+    rules = s.get("http_rules") or ()
+    raw_rules = s.get("http_request")
+    if raw_rules:
+        rules = compile_rules(raw_rules, routing.acls if routing is not None else {})
+    rl = s.get("rate_limit")
+    if isinstance(rl, dict):
+        rl = RateLimit(rl["requests"], rl["period"], rl["status"], rl["tracked_only"], rl["size"])
     return ProxySettings(
         listen=service.listen,
         pool=service.pool,
@@ -192,8 +249,47 @@ def proxy_settings(service, pools) -> ProxySettings:
         http_mode=s.get("http_mode", "keep-alive"),
         maxconn=s.get("maxconn", 10000),
         routing=routing,
+        rules=tuple(rules),
+        rate_limit=rl,
         pools={p: pool_settings(pools[p].settings) for p in wanted if p in pools},
     )
+
+
+def _check_rules(v: dict, path, ctx) -> bool:
+    """http_request conditions must name ACLs declared in ``routing.acl``."""
+    routing = v.get("routing")
+    acls = routing.acls if routing is not None else {}
+    ok = True
+    for i, r in enumerate(v.get("http_request") or ()):
+        for word in ("if", "unless"):
+            if r.get(word) is not None:
+                try:
+                    parse_condition([word, *r[word].split()], acls)
+                except AclError as e:
+                    ctx.error((*path, "http_request", i, word), str(e))
+                    ok = False
+    return ok
+
+
+register_service_check(_check_rules)
+
+
+def compile_rules(raw: tuple[dict, ...], acls: dict) -> tuple[HttpRule, ...]:
+    """HttpRules from checked ``http_request`` tables (conditions use the routing ACLs)."""
+    out = []
+    for r in raw:
+        cond = None
+        if r.get("if") is not None:
+            cond = parse_condition(["if", *r["if"].split()], acls)
+        elif r.get("unless") is not None:
+            cond = parse_condition(["unless", *r["unless"].split()], acls)
+        a = r["action"]
+        out.append(HttpRule(
+            action=a, name=(r.get("name") or "").encode(),
+            value=(r.get("location") if a == "redirect" else r.get("value") or "").encode(),
+            status=r.get("status") or 0, priority=r.get("priority") or 0, prefix=r.get("prefix", False), cond=cond,
+        ))
+    return tuple(out)
 
 
 def _factory(rt: Runtime) -> list[HttpProxy]:

@@ -24,6 +24,8 @@ from herder.config.load import Importer, register_importer
 from herder.config.model import Fragment
 from herder.config.schema import INVALID, Ctx, parse_duration
 from herder.l7.core.acl import Acl, AclError, Routing, parse_acl, parse_condition
+from herder.l7.core.rules import REDIRECT_CODES, HttpRule
+from herder.l7.proxy import RateLimit
 from herder.pool.model import AdminMode, Endpoint, HealthState, Pool, Server, Service, frozen_map
 
 __all__ = ["load_haproxy_cfg", "tokenize"]
@@ -108,6 +110,12 @@ class _Proxy:
     use_backend: list[tuple[int, Any, str]] = field(default_factory=list)
     default_backend: str | None = None
     default_backend_line: int = 0
+    http_rules: list[HttpRule] = field(default_factory=list)
+    rate_acls: dict[str, int] = field(default_factory=dict)
+    stick_period: float | None = None
+    stick_size: int = 100_000
+    rate_limit: RateLimit | None = None
+    tracked: bool = False
 
     def inherit(self, d: _Proxy | None) -> None:
         if d is None:
@@ -250,7 +258,15 @@ class _Loader:
             p.servers.append((line, w[1], w[2], params))
         elif kw == "acl" and fe and p.kind != "defaults":
             _need(w, 3, "acl NAME CRITERION [VALUES]")
-            p.acls[w[1]] = parse_acl(w[1], w[2], w[3:])
+            rate = _rate_acl(w[2:])
+            if rate is not None:
+                p.rate_acls[w[1]] = rate
+            else:
+                p.acls[w[1]] = parse_acl(w[1], w[2], w[3:])
+        elif kw == "stick-table" and fe and p.kind != "defaults":
+            self.stick_table(p, w)
+        elif kw == "http-request" and fe and p.kind != "defaults":
+            self.http_request(p, w)
         elif kw == "use_backend" and fe and p.kind != "defaults":
             _need(w, 4, "use_backend NAME if|unless CONDITION")
             p.use_backend.append((line, parse_condition(w[2:], p.acls), w[1]))
@@ -312,6 +328,128 @@ class _Loader:
             p.httpchk = chk
         else:
             raise ValueError(f"unsupported option {name!r} (see docs/haproxy-compat.md)")
+
+    def stick_table(self, p: _Proxy, w: list[str]) -> None:
+        # only the rate-limit idiom: stick-table type ip size N expire T store http_req_rate(P)
+        i = 1
+        while i < len(w):
+            k = w[i]
+            v = w[i + 1] if i + 1 < len(w) else ""
+            if k == "type" and v in ("ip", "ipv6"):
+                i += 2
+            elif k == "size":
+                m = re.fullmatch(r"(\d+)([kmg]?)", v.lower())
+                if not m:
+                    raise ValueError(f"bad stick-table size {v!r}")
+                p.stick_size = int(m.group(1)) * {"": 1, "k": 1000, "m": 10**6, "g": 10**9}[m.group(2)]
+                i += 2
+            elif k == "expire":
+                _duration(v)
+                i += 2
+            elif k == "store":
+                m = re.fullmatch(r"http_req_rate\((\w+)\)", v)
+                if not m:
+                    raise ValueError(f"stick-table store {v!r} is not supported (http_req_rate(PERIOD) is)")
+                p.stick_period = _duration(m.group(1))
+                i += 2
+            else:
+                raise ValueError(f"stick-table {k} {v} is not supported (type ip, size, expire, "
+                                 "store http_req_rate(PERIOD) are)")
+        if p.stick_period is None:
+            raise ValueError("stick-table needs `store http_req_rate(PERIOD)`")
+
+    def http_request(self, p: _Proxy, w: list[str]) -> None:
+        _need(w, 2, "http-request ACTION [args] [if|unless COND]")
+        action = w[1]
+        args = w[2:]
+        cond_words: list[str] = []
+        for i, a in enumerate(args):
+            if a in ("if", "unless"):
+                cond_words, args = args[i:], args[:i]
+                break
+        if action.startswith("track-sc"):
+            if args[:1] != ["src"] or len(args) not in (1, 3) or (len(args) == 3 and args[1] != "table"):
+                raise ValueError("only `http-request track-scN src [table NAME]` is supported")
+            if cond_words:
+                raise ValueError("a condition on track-sc is not supported")
+            p.tracked = True
+            return
+        # anonymous ACLs: { sc_http_req_rate(0) gt 10 } or { path_beg /x }
+        if "{" in cond_words:
+            cond_words = self.anonymous_acls(p, cond_words)
+        rate_names = [c.lstrip("!") for c in cond_words[1:] if c.lstrip("!") in p.rate_acls]
+        if rate_names:
+            if action != "deny" or len(cond_words) != 2 or cond_words[0] != "if" or cond_words[1].startswith("!"):
+                raise ValueError("a request-rate ACL is supported only as `http-request deny [deny_status N] "
+                                 "if RATE_ACL`")
+            if p.stick_period is None or not p.tracked:
+                raise ValueError("a request-rate limit needs `stick-table ... store http_req_rate(P)` and "
+                                 "`http-request track-sc0 src` before it")
+            status = _deny_status(args)
+            p.rate_limit = RateLimit(p.rate_acls[rate_names[0]], p.stick_period, status, False, p.stick_size)
+            return
+        cond = parse_condition(cond_words, p.acls) if cond_words else None
+        if action == "deny":
+            p.http_rules.append(HttpRule("deny", status=_deny_status(args), cond=cond))
+        elif action == "allow":
+            if args:
+                raise ValueError(f"unexpected {' '.join(args)}")
+            p.http_rules.append(HttpRule("allow", cond=cond))
+        elif action in ("set-header", "add-header"):
+            if len(args) != 2:
+                raise ValueError(f"http-request {action} NAME VALUE")
+            p.http_rules.append(HttpRule(action, name=args[0].encode(), value=args[1].encode(), cond=cond))
+        elif action == "del-header":
+            if len(args) != 1:
+                raise ValueError("http-request del-header NAME")
+            p.http_rules.append(HttpRule(action, name=args[0].encode(), cond=cond))
+        elif action == "redirect":
+            if len(args) < 2 or args[0] not in ("location", "prefix"):
+                raise ValueError("http-request redirect location|prefix URL [code N]")
+            code = 302
+            rest = args[2:]
+            if rest[:1] == ["code"] and len(rest) >= 2 and rest[1].isdigit() and int(rest[1]) in REDIRECT_CODES:
+                code = int(rest[1])
+                rest = rest[2:]
+            if rest:
+                raise ValueError(f"redirect option {rest[0]!r} is not supported")
+            p.http_rules.append(HttpRule("redirect", value=args[1].encode(), status=code,
+                                         prefix=args[0] == "prefix", cond=cond))
+        elif action == "set-priority-class":
+            if len(args) != 1:
+                raise ValueError("http-request set-priority-class INT")
+            m = re.fullmatch(r"(?:int\()?(-?\d+)\)?", args[0])
+            if not m or not -2047 <= int(m.group(1)) <= 2047:
+                raise ValueError("set-priority-class takes an integer -2047..2047 (or int(N))")
+            p.http_rules.append(HttpRule("set-priority-class", priority=int(m.group(1)), cond=cond))
+        else:
+            raise ValueError(f"http-request {action} is not supported (see docs/haproxy-compat.md)")
+
+    def anonymous_acls(self, p: _Proxy, words: list[str]) -> list[str]:
+        out: list[str] = []
+        i = 0
+        while i < len(words):
+            wd = words[i]
+            neg = wd == "!{" or (wd == "!" and i + 1 < len(words) and words[i + 1] == "{")
+            if wd in ("{", "!{") or (wd == "!" and neg):
+                if wd == "!":
+                    i += 1
+                j = words.index("}", i)
+                inner = words[i + 1:j]
+                name = f"anon{len(p.acls) + len(p.rate_acls)}"
+                rate = _rate_acl(inner)
+                if rate is not None:
+                    p.rate_acls[name] = rate
+                else:
+                    if not inner:
+                        raise ValueError("empty anonymous ACL { }")
+                    p.acls[name] = parse_acl(name, inner[0], inner[1:])
+                out.append(("!" if neg else "") + name)
+                i = j + 1
+                continue
+            out.append(wd)
+            i += 1
+        return out
 
     def http_check(self, p: _Proxy, w: list[str]) -> None:
         _need(w, 2, "http-check expect|send ...")
@@ -472,6 +610,10 @@ class _Loader:
             settings["timeout_connect"] = p.timeouts["connect"]
         if "server" in p.timeouts:
             settings["timeout_server"] = p.timeouts["server"]
+        if "queue" in p.timeouts:
+            settings["timeout_queue"] = p.timeouts["queue"]
+        elif any("maxconn" in params for _, _, _, params in p.servers):
+            settings["timeout_queue"] = p.timeouts.get("connect", 5.0)  # HAProxy: queue defaults to connect
         if "forwardfor" in p.options:
             settings["forwardfor"] = p.options["forwardfor"]
         mode = _http_mode(p.options)
@@ -493,6 +635,28 @@ def _frontend_settings(p: _Proxy, settings: dict[str, Any]) -> None:
             settings[sk] = p.timeouts[hk]
     if p.maxconn is not None:
         settings["maxconn"] = p.maxconn
+    if p.http_rules:
+        settings["http_rules"] = tuple(p.http_rules)
+    if p.rate_limit is not None:
+        settings["rate_limit"] = p.rate_limit
+
+
+def _rate_acl(words: list[str]) -> int | None:
+    """``sc_http_req_rate(0) gt 10`` (or sc0_http_req_rate) -> 10; None for other ACLs."""
+    if not words or not re.fullmatch(r"sc_http_req_rate\(0\)|sc0_http_req_rate(\(\))?", words[0]):
+        return None
+    if len(words) != 3 or words[1] not in ("gt", "ge") or not words[2].isdigit():
+        raise ValueError("a request-rate ACL reads `sc_http_req_rate(0) gt N`")
+    n = int(words[2])
+    return n if words[1] == "gt" else max(n - 1, 0)
+
+
+def _deny_status(args: list[str]) -> int:
+    if not args:
+        return 403
+    if len(args) == 2 and args[0] == "deny_status" and args[1].isdigit() and 200 <= int(args[1]) <= 599:
+        return int(args[1])
+    raise ValueError(f"unexpected {' '.join(args)} (expected deny_status N)")
 
 
 def _http_mode(options: dict[str, Any]) -> str | None:

@@ -5,105 +5,17 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import socketserver
 import subprocess
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from herder import proc
+from herder.testing import RecordingBackend as Recorder
 from herder.testing import free_port, wait_port
 
 pytestmark = pytest.mark.integration
-
-
-class Recorder(socketserver.ThreadingTCPServer):
-    """A scriptable HTTP/1.1 backend that records every byte it receives."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.received: list[bytes] = []
-        self.connections = 0
-        self.lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def port(self) -> int:
-        return self.server_address[1]
-
-    def requests(self) -> list[bytes]:
-        with self.lock:
-            return list(self.received)
-
-
-class _Handler(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        srv: Recorder = self.server  # type: ignore[assignment]
-        with srv.lock:
-            srv.connections += 1
-        sock = self.request
-        buf = b""
-        while True:
-            while b"\r\n\r\n" not in buf:
-                try:
-                    chunk = sock.recv(65536)
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                buf += chunk
-            head, _, buf = buf.partition(b"\r\n\r\n")
-            with srv.lock:
-                srv.received.append(head)
-            lines = head.split(b"\r\n")
-            method, path = lines[0].split(b" ")[:2]
-            clen = 0
-            chunked = False
-            for ln in lines[1:]:
-                if ln.lower().startswith(b"content-length:"):
-                    clen = int(ln.split(b":")[1])
-                if ln.lower() == b"transfer-encoding: chunked":
-                    chunked = True
-            if chunked:  # good enough for tests: bodies without trailers
-                while b"0\r\n\r\n" not in buf:
-                    buf += sock.recv(65536)
-                raw, _, buf = buf.partition(b"0\r\n\r\n")
-                body = b""
-                while raw:
-                    size, _, raw = raw.partition(b"\r\n")
-                    n = int(size, 16)
-                    body, raw = body + raw[:n], raw[n + 2:]
-            else:
-                while len(buf) < clen:
-                    buf += sock.recv(65536)
-                body, buf = buf[:clen], buf[clen:]
-            name = srv.name.encode()
-            if path == b"/chunked":
-                resp = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Served-By: " + name +
-                        b"\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-            elif path == b"/bad":
-                resp = b"HTTP/1.1 2000 Nope\r\n\r\n"
-            elif path == b"/slow":
-                time.sleep(2.5)
-                resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-            elif path == b"/big":
-                payload = b"x" * (4 << 20)
-                resp = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload
-            else:
-                out = name + b" " + method + b" " + path + b" " + str(len(body)).encode() + b"\n"
-                resp = (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Served-By: %s\r\n\r\n" % (len(out), name)
-                        + (b"" if method == b"HEAD" else out))
-            try:
-                sock.sendall(resp)
-            except OSError:
-                return
 
 
 def start_herder(tmp_path, config: str) -> tuple[subprocess.Popen, int]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Acl", "AclError", "Condition", "RequestView", "Routing", "parse_acl", "parse_condition"]
 
@@ -176,6 +176,8 @@ class Routing:
     """A service's ordered routing rules: the first condition that holds picks the pool."""
 
     rules: tuple[tuple[Condition, str], ...]
+    #: The ACLs declared with the rules (http-request rules may use them too).
+    acls: dict = field(default_factory=dict)
 
     @property
     def pools(self) -> tuple[str, ...]:
