@@ -119,6 +119,18 @@ class _CheckSpec(Spec):
         return parsed if parsed is INVALID else frozen_map(parsed)
 
 
+class _Scalar(Spec):
+    expected = "a string, number or boolean"
+
+    def parse(self, value, path, ctx):
+        if isinstance(value, (str, int, float, bool)):
+            return value
+        return self.bad(value, path, ctx)
+
+
+_SCALAR = _Scalar()
+
+
 def _server_spec() -> Table:
     fields = {
         "name": Field(Str(pattern=NAME, what="a server name (letters, digits, _ - .)"), required=True),
@@ -152,7 +164,10 @@ def _build_server(v: dict, path: Path, ctx: Ctx):
 
 def _pool_spec() -> Table:
     fields = {
-        "balance": Field(Str(what="a balance algorithm name"), default="roundrobin"),
+        "balance": Field(Str(what="a balance algorithm name"), default="roundrobin",
+                         doc="an algorithm or alias of herder.balance (docs/balance.md)"),
+        "balance_options": Field(MapOf(_SCALAR, name_pattern=r"[A-Za-z_][A-Za-z0-9_-]*"), default={},
+                                 doc="the algorithm's options (table_size, hash_type, key...)"),
         "servers": Field(ListOf(_server_spec(), unique_key="name"), default=()),
         "checks": Field(ListOf(_CheckSpec()), default=()),
         "initial_state": Field(Str(choices=("down", "up")), default="down",
@@ -166,7 +181,15 @@ def _build_pool(v: dict, path: Path, ctx: Ctx):
     name = str(path[-1])
     settings = {k: v[k] for k in _pool_keys if v.get(k) is not None}
     settings["initial_state"] = HealthState(v["initial_state"])
-    balance_options: dict[str, object] = {}
+    balance_options = dict(v["balance_options"])
+    from herder.balance import resolve
+
+    try:
+        resolve(v["balance"], balance_options)
+    except ValueError as e:
+        key = "balance_options" if balance_options and "option" in str(e) else "balance"
+        ctx.error((*path, key), str(e))
+        return INVALID
     return Pool(
         name=name, servers=tuple(v["servers"]), balance=v["balance"],
         balance_options=frozen_map(balance_options), checks=tuple(v["checks"]),

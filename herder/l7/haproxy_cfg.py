@@ -96,6 +96,7 @@ class _Proxy:
     mode: str = "http"
     binds: list[Endpoint] = field(default_factory=list)
     balance: str = "roundrobin"
+    balance_line: int = 0
     balance_options: dict[str, Any] = field(default_factory=dict)
     cookie: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -223,6 +224,7 @@ class _Loader:
         elif kw == "balance" and be:
             _need(w, 2, "balance ALGORITHM")
             p.balance = w[1]
+            p.balance_line = line
             p.balance_options = _balance_args(w[1], w[2:])
         elif kw == "hash-type" and be:
             _need(w, 2, "hash-type map-based|consistent")
@@ -573,6 +575,13 @@ class _Loader:
                 self.err(line, "server", f"{name}: {e}")
                 ok = False
         if not ok:
+            return None
+        from herder.balance import resolve
+
+        try:
+            resolve(p.balance, p.balance_options)
+        except ValueError as e:
+            self.err(p.balance_line or p.line, "balance", str(e))
             return None
         checks: tuple = ()
         if check_params is not None:
