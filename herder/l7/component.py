@@ -303,14 +303,14 @@ def _factory(rt: Runtime) -> list[HttpProxy]:
 
 
 def _passive_reporter(rt: Runtime):
-    """Where the proxy's per-server errors go: the health engine's passive detector."""
-    def report(pool: str, server: str, ok: bool, why: str) -> None:
-        obs = getattr(rt, "passive_health", None)
-        if obs is not None:
-            obs(pool, server, ok, why)
-        elif not ok:
-            log.debug("pool %s: server %s: %s", pool, server, why)
-    return report
+    """Where the proxy's per-server outcomes go: the health engine's passive detector
+    (HAProxy ``observe``/``error-limit``, Envoy outlier detection)."""
+    from herder.health.engine import checker_for
+
+    checker = checker_for(rt)
+    if checker is None:
+        return None
+    return checker.observe
 
 
 register_component("l7", _factory, order=50)

@@ -122,6 +122,8 @@ class Backend:
         #: The effective connection mode (the service's and the pool's combined).
         self.mode = mode
         self.view: PoolView | None = None
+        #: The pool has passive health detection: report every response's outcome.
+        self.passive = False
         self.policy = None
         self.picker = None
         self.key_kind = "none"
@@ -150,6 +152,7 @@ class Backend:
             self.key_kind = self.policy.key.kind
             self.picker = None
         self.view = view
+        self.passive = view.pool.settings.get("passive") is not None
         self.picker = build_picker(view, self.policy, self.picker)
         by_cookie = {}
         cookie_of = {}
@@ -632,7 +635,8 @@ class ClientConnection(asyncio.Protocol):
             return
         backend = req.backend
         assert backend is not None and req.server is not None
-        self.proxy.report(backend.name, req.server.name, False, why)
+        kind = "timeout" if "timeout" in why else "reset" if "closed" in why else "connect"
+        self.proxy.report(backend.name, req.server.name, False, why, kind)
         self._release(req)
         req.attempt += 1
         if req.attempt <= backend.settings.retries:
@@ -837,7 +841,7 @@ class ServerConnection(asyncio.Protocol):
                 client.connect_failed(req, "L7 connection closed before response")
                 return
             self.proxy.report(self.backend.name, req.server.name if req.server else "?", False,
-                              "L7 connection closed before response")
+                              "L7 connection closed before response", "reset")
             client.respond_error(502)
         else:
             client.abort()
@@ -951,6 +955,8 @@ class ServerConnection(asyncio.Protocol):
                 continue
             break
         self.buf = b""
+        if backend.passive and req.server is not None:
+            self.proxy.report(backend.name, req.server.name, rh.status < 500, f"L7 status {rh.status}", "http_5xx")
         self.server_close = rh.server_close or backend.mode != "keep-alive"
         self.close_delimited = rh.close_delimited
         extra = b""
@@ -1064,7 +1070,7 @@ class ServerConnection(asyncio.Protocol):
         log.warning("pool %s: server %s sent a bad response: %s", self.backend.name,
                     req.server.name if req and req.server else "?", why)
         if req is not None and req.server is not None:
-            self.proxy.report(self.backend.name, req.server.name, False, f"L7 bad response ({why})")
+            self.proxy.report(self.backend.name, req.server.name, False, f"L7 bad response ({why})", "error")
         st = self.state
         self.close()
         if client is not None:
@@ -1078,7 +1084,7 @@ class ServerConnection(asyncio.Protocol):
         client, req = self.client, self.req
         self.client = self.req = None
         if req is not None and req.server is not None:
-            self.proxy.report(self.backend.name, req.server.name, False, "L7 timeout")
+            self.proxy.report(self.backend.name, req.server.name, False, "L7 timeout", "timeout")
         st = self.state
         self.close()
         if client is not None:
@@ -1131,11 +1137,15 @@ class HttpProxy:
         HAProxy combines a frontend's and a backend's."""
         return cls._MODES[max(cls._MODES.index(a), cls._MODES.index(b))]
 
-    def report(self, pool: str, server: str, ok: bool, why: str) -> None:
-        """Passive health: tell the health engine about a failed exchange with a server."""
+    def report(self, pool: str, server: str, ok: bool, why: str, kind: str = "error") -> None:
+        """Passive health: tell the health engine how an exchange with a server went.
+
+        ``kind`` is the health engine's error kind (connect, timeout, reset, http_5xx, error).
+        """
+        log.debug("pool %s: server %s: %s", pool, server, why)
         if self._report is not None:
             try:
-                self._report(pool, server, ok, why)
+                self._report(pool, server, ok, kind)
             except Exception:
                 log.exception("passive health report failed")
 

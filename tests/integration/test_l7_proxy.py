@@ -275,3 +275,44 @@ rise = 1
         stop(p)
         for c in children.values():
             c.stop()
+
+
+def test_proxy_errors_feed_passive_health(tmp_path):
+    be = Recorder("alive")
+    dead = free_port()
+    api = free_port()
+    cfg = f"""
+[api]
+listen = "127.0.0.1:{api}"
+[services.www]
+pool = "web"
+listen = "127.0.0.1:PORT"
+[pools.web]
+retries = 2
+redispatch = true
+[pools.web.passive]
+error_limit = 3
+observe = "layer4"
+max_ejected_percent = 50
+eject_time = "60s"
+[[pools.web.servers]]
+name = "alive"
+address = "127.0.0.1:{be.port}"
+[[pools.web.servers]]
+name = "dead"
+address = "127.0.0.1:{dead}"
+"""
+    p, port = start_herder(tmp_path, cfg)
+    try:
+        for i in range(12):
+            out = exchange(port, f"GET /{i} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".encode())
+            assert out.startswith(b"HTTP/1.1 200"), out[:60]
+        from herder.testing import http_json
+
+        _, snap = http_json(f"http://127.0.0.1:{api}/status")
+        dead_view = next(s for s in snap["pools"]["web"]["servers"] if s["name"] == "dead")
+        assert dead_view["health"] == "down"
+        assert dead_view["reason"].startswith("passive: 3 consecutive errors"), dead_view["reason"]
+    finally:
+        stop(p)
+        be.shutdown()
