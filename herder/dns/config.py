@@ -342,6 +342,8 @@ def _build_dns(v: dict, path: Path, ctx: Ctx):
         if m.pool:
             where[f"map:{text}:pool"] = ctx.where((*p, "pool"))
     latency = v["latency"] or ()
+    if v["default_region"] is not None:
+        where["default_region"] = ctx.where((*path, "default_region"))
     if not ok:
         return INVALID
     return DnsSettings(
@@ -377,7 +379,8 @@ def check_references(s: DnsSettings, pools: Mapping[str, object], regions: Mappi
     errors = []
     known_regions = set(regions) | ({s.default_region} if s.default_region else set())
     if s.default_region and s.default_region not in regions:
-        errors.append(f"dns.default_region: region {s.default_region!r} is not defined in [regions]")
+        errors.append(f"{s.where.get('default_region', '?')}: dns.default_region: region {s.default_region!r} "
+                      "is not defined in [regions]")
     for pol in s.names:
         text = name_to_text(pol.name).rstrip(".")
         if pol.pool not in pools:

@@ -66,9 +66,10 @@ class RegionServers:
     name_servers: tuple[tuple[bytes, tuple[str, ...]], ...] = ()
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class MapDomain:
-    """One mapped domain (``[dns.maps.DOMAIN]``); see the module docstring."""
+    """One mapped domain (``[dns.maps.DOMAIN]``); see the module docstring. Compared by
+    value (a reload with an unchanged map is no change); not hashable."""
 
     domain: bytes
     mode: str = "delegate"

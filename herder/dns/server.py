@@ -44,11 +44,12 @@ import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from herder.api.server import Request, add_route
 from herder.config.native import register_section
 from herder.dns.answer import ClientClass, View, answer_set, classify, client_prefix, source_prefix
 from herder.dns.config import DNS_SECTION, DnsSettings, check_references, make_view
 from herder.dns.geo import RegionMap
-from herder.dns.wire import FormErr, Rcode, encode_error, encode_response, parse_query
+from herder.dns.wire import FormErr, Rcode, encode_error, encode_response, name_to_text, parse_query
 from herder.pool.model import Endpoint, Region
 from herder.pool.state import PoolState, Snapshot, Subscription
 from herder.runtime import register_component
@@ -80,7 +81,9 @@ class DnsEngine:
         #: query octets after the ID (or (octets, class key)) -> encoded answer tail(s)
         self.cache: dict[object, object] = {}
         self._classes: dict[str, ClientClass] = {}
-        self.stats = {"queries": 0, "misses": 0, "formerr": 0, "dropped": 0, "servfail": 0, "tcp": 0}
+        #: Counters (the cached hot path counts nothing, to stay a dict lookup): UDP queries
+        #: answered without the cache, FORMERR replies, dropped messages, SERVFAILs, TCP queries.
+        self.stats = {"misses": 0, "formerr": 0, "dropped": 0, "servfail": 0, "tcp": 0}
 
     def set_view(self, view: View) -> None:
         """Serve ``view`` from now on; every cached answer is dropped."""
@@ -360,6 +363,20 @@ class DnsServer:
                  len(view.zones), len(view.names), len(view.maps), ", ".join(str(e) for e in self.settings.listen),
                  self.settings.udp_payload, "on" if view.ecs else "off")
 
+    def status(self) -> dict:
+        """What ``GET /dns`` of the runtime API shows: listeners, view, cache, counters."""
+        view = self.engine.view
+        return {
+            "listen": [str(e) for e in self.settings.listen],
+            "view_version": view.version,
+            "zones": sorted(name_to_text(z.origin) for z in view.zones),
+            "names": sorted(name_to_text(p.name) for p in view.names.values()),
+            "maps": sorted(name_to_text(m.domain) for m in view.maps.values()),
+            "ecs": view.ecs,
+            "cache_entries": len(self.engine.cache),
+            "counters": dict(self.engine.stats),
+        }
+
     async def stop(self) -> None:
         if self._sub is not None:
             self._sub.close()
@@ -388,5 +405,13 @@ def _factory(runtime: Runtime) -> list[DnsServer]:
     return [DnsServer(settings, runtime.pool_state, regions=runtime.config.regions)]
 
 
+def _api_status(runtime: Runtime, request: Request) -> tuple[int, object]:
+    servers = [c for c in runtime.components if isinstance(c, DnsServer)]
+    if not servers:
+        return 404, {"error": "no [dns] section in the configuration"}
+    return 200, servers[0].status()
+
+
+add_route("GET", "/dns", _api_status)
 register_section("dns", DNS_SECTION)
 register_component("dns", _factory, order=40)

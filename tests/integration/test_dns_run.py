@@ -261,6 +261,15 @@ def test_nxdomain_nodata_refused_through_run(herder):
     assert ask(port, "example.org").rcode() == dns.rcode.REFUSED
 
 
+def test_runtime_api_shows_the_dns_server(herder):
+    api = herder["ports"]["api"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{api}/dns", timeout=5) as r:
+        st = json.loads(r.read())
+    assert st["listen"] == [f"127.0.0.1:{herder['ports']['port']}"]
+    assert "e1.dscj.edge.test." in st["names"] and st["maps"] == ["dscj.edge.test."]
+    assert st["view_version"] >= 1 and st["counters"]["misses"] >= 1
+
+
 def test_config_error_in_dns_stops_run_with_file_and_line(tmp_path, herder_argv):
     f = tmp_path / "bad.toml"
     f.write_text(textwrap.dedent("""\

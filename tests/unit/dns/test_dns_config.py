@@ -34,6 +34,9 @@ def test_defaults():
     assert (s.udp_payload, s.ecs, s.ttl, s.default_region) == (1232, True, 20, None)
     assert len(s.zones) == 1 and s.names == () and s.maps == ()
     assert load(BASE) == s  # equal when the source is: a reload of an unchanged file changes nothing
+    with_map = BASE + '[dns.maps."example.com"]\nmode = "cname"\n[dns.maps."example.com".regions.eu]\n' \
+        'name_servers = { "ns1.eu.example.com" = "192.0.2.1" }\n'
+    assert load(with_map) == load(with_map)
 
 
 def test_names_inherit_the_section_ttl():
