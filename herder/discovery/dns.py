@@ -200,7 +200,11 @@ class DnsSource(PollingSource):
         if resolvers:
             self.nameservers = [(e.host, e.port) for e in resolvers]  # type: ignore[union-attr]
         else:
-            self.nameservers = [(ns, 53) for ns in dns.resolver.Resolver().nameservers if isinstance(ns, str)]
+            try:
+                system = dns.resolver.Resolver().nameservers
+            except dns.resolver.NoResolverConfiguration:
+                system = []  # every round then fails with "no name server configured"
+            self.nameservers = [(ns, 53) for ns in system if isinstance(ns, str)]
         self.names = SlotNames(str(spec.get("prefix") or "srv"), spec.get("count"))  # type: ignore[arg-type]
         self.first_timeout = self.timeout * max(1, len(self.nameservers)) * 2 + 1
         self.retry_s = self.ttl_min

@@ -42,6 +42,7 @@ __all__ = [
     "make_probe",
     "probe_kinds",
     "register_probe",
+    "target_for",
 ]
 
 
@@ -203,6 +204,7 @@ def check_label(spec: Mapping[str, object], index: int, all_specs: tuple[Mapping
 
 def target_for(pool: str, server: str, address: Endpoint, spec: Mapping[str, object]) -> Target:
     """The :class:`Target` of a check: the server's address with ``addr``/``port`` applied."""
-    host = spec.get("addr") or address.host
-    port = spec.get("port") or address.port
-    return Target(pool, server, Endpoint(str(host), int(port)))  # type: ignore[call-overload]
+    host = spec.get("addr")
+    port = spec.get("port")
+    return Target(pool, server, Endpoint(str(host) if host else address.host,
+                                         port if isinstance(port, int) else address.port))

@@ -111,3 +111,13 @@ def test_passive_table():
     assert errors == []
     p = pool.settings["passive"]
     assert (p["error_limit"], p["observe"], p["max_ejected_percent"], p["eject_time"]) == (5, "layer4", 10, 10.0)
+
+
+def test_port_and_addr_override_the_checked_address():
+    from herder.health.base import target_for
+    from herder.pool.model import Endpoint
+
+    server = Endpoint("10.0.0.1", 80)
+    assert target_for("web", "s1", server, {"port": 8081, "addr": None}).address == Endpoint("10.0.0.1", 8081)
+    assert target_for("web", "s1", server, {"addr": "10.0.0.9"}).address == Endpoint("10.0.0.9", 80)
+    assert target_for("web", "s1", server, {}).address == server
