@@ -104,7 +104,9 @@ class RecordingBackend(socketserver.ThreadingTCPServer):
 
     Paths: ``/chunked`` (a chunked response), ``/bad`` (an invalid status line), ``/slow``
     (answers after 2.5 s), ``/big`` (4 MiB body), ``/hold`` (answers after 0.4 s; the
-    highest number of requests held at once is ``max_concurrent``); anything else answers
+    highest number of requests held at once is ``max_concurrent``), ``/cacheable[?cc=...]``
+    (``Cache-Control: max-age=60`` or the given value, ``Vary: Accept-Language``, a body
+    that counts the requests received); anything else answers
     ``<name> <method> <path> <body length>``. ``shutdown()`` stops it.
     """
 
@@ -187,6 +189,11 @@ class _Handler(socketserver.BaseRequestHandler):
                     srv.concurrent -= 1
                 out = name + b" " + path + b"\n"
                 resp = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(out), out)
+            elif path.startswith(b"/cacheable"):
+                cc = path.split(b"cc=", 1)[1].replace(b"%20", b" ") if b"cc=" in path else b"max-age=60"
+                out = name + b" " + str(len(srv.received)).encode() + b"\n"
+                resp = (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nCache-Control: %s\r\nVary: Accept-Language\r\n"
+                        b"X-Served-By: %s\r\n\r\n%s" % (len(out), cc, name, out))
             elif path == b"/slow":
                 time.sleep(2.5)
                 resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

@@ -242,14 +242,25 @@ class HealthChecker:
         fresh: list[ServerChecks] = []
         for view in pv.servers:
             key = (pool, view.name)
-            ident = (view.server.address, checks)
+            if view.server.meta.get("check") is False:
+                # a HAProxy `server` line without `check`: never checked, always up
+                self._drop(lambda k, key=key: k == key)
+                continue
+            port = view.server.meta.get("check_port")
+            if isinstance(port, int):
+                # a per-server check port (HAProxy `server ... check port N`)
+                checks_for = tuple({**c, "port": c.get("port") or port} for c in checks)
+            else:
+                checks_for = checks
+            ident = (view.server.address, checks_for)
             old = self._servers.get(key)
             if old is not None and old.ident == ident:
                 continue
             if old is not None:
                 self._orphans.update(old.cancel())
                 log.info("pool %s: server %s: checks restarted (address or checks changed)", pool, view.name)
-            entry = self._build(pool, view.name, view.server.address, view.health, checks, verified=old is not None)
+            entry = self._build(pool, view.name, view.server.address, view.health, checks_for,
+                                verified=old is not None)
             if entry is not None:
                 self._servers[key] = entry
                 fresh.append(entry)

@@ -49,6 +49,7 @@ from herder.config.schema import (
     Table,
 )
 from herder.l7.core.acl import AclError, Routing, parse_acl, parse_condition
+from herder.l7.core.cache import CachePolicy
 from herder.l7.core.cookie import CookiePolicy
 from herder.l7.core.rules import REDIRECT_CODES, HttpRule
 from herder.l7.proxy import HttpProxy, PoolSettings, ProxySettings, RateLimit
@@ -166,7 +167,15 @@ RATE_LIMIT = Table({
 }, what="a rate_limit table")
 
 
+CACHE = Table({
+    "total_max_size": Field(Int(1024, 1 << 40), default=64 * 1024 * 1024, doc="bytes the cache may hold"),
+    "max_object_size": Field(Int(1, 1 << 31), default=1024 * 1024, doc="largest response stored, in bytes"),
+    "max_age": Field(Duration(), default=60.0, doc="longest a response stays fresh"),
+}, build=lambda v, path, ctx: CachePolicy(v["total_max_size"], v["max_object_size"], v["max_age"]),
+    what="a cache table")
+
 for _key, _field in {
+    "cache": Field(CACHE, doc="a shared HTTP cache in front of the pool (HAProxy cache section)"),
     "http_request": Field(ListOf(HTTP_RULE), doc="http-request rules, in order (ACLs from `routing.acl`)"),
     "rate_limit": Field(RATE_LIMIT, doc="per-source request rate limit (HAProxy stick-table http_req_rate)"),
     "routing": Field(ROUTING, doc="ACLs and use_pool rules (HAProxy acl / use_backend)"),
@@ -251,6 +260,7 @@ def proxy_settings(service, pools) -> ProxySettings:
         routing=routing,
         rules=tuple(rules),
         rate_limit=rl,
+        cache=s.get("cache"),
         pools={p: pool_settings(pools[p].settings) for p in wanted if p in pools},
     )
 

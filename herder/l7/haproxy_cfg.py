@@ -30,7 +30,7 @@ from herder.pool.model import AdminMode, Endpoint, HealthState, Pool, Server, Se
 
 __all__ = ["load_haproxy_cfg", "tokenize"]
 
-SECTIONS = ("global", "defaults", "frontend", "backend", "listen")
+SECTIONS = ("global", "defaults", "frontend", "backend", "listen", "cache")
 
 #: Keywords accepted and deliberately without effect in herder, per section kind.
 NO_EFFECT = {
@@ -117,6 +117,8 @@ class _Proxy:
     stick_size: int = 100_000
     rate_limit: RateLimit | None = None
     tracked: bool = False
+    cache_use: tuple[str, int] | None = None
+    cache_store: str | None = None
 
     def inherit(self, d: _Proxy | None) -> None:
         if d is None:
@@ -142,6 +144,9 @@ class _Loader:
         self.frag = Fragment(ctx=ctx, format="haproxy")
         self.defaults: _Proxy | None = None
         self.proxies: list[_Proxy] = []
+        self.caches: dict[str, dict[str, Any]] = {}
+        self.cur_cache = ""
+        self.lineno = 0
 
     def err(self, line: int, keyword: str, message: str) -> None:
         self.ctx.errors.append(ConfigError(self.path, line, keyword, message))
@@ -172,6 +177,12 @@ class _Loader:
                 if kw not in NO_EFFECT["global"]:
                     self.err(lineno, kw, "unsupported global keyword")
                 continue
+            if section == "cache":
+                try:
+                    self.cache_keyword(lineno, words)
+                except ValueError as e:
+                    self.err(lineno, kw, str(e))
+                continue
             assert cur is not None
             try:
                 self.proxy_keyword(cur, lineno, words)
@@ -183,6 +194,12 @@ class _Loader:
     def open_section(self, lineno: int, words: list[str]) -> _Proxy | None:
         kind = words[0]
         if kind == "global":
+            return None
+        if kind == "cache":
+            if len(words) != 2:
+                self.err(lineno, "cache", "cache needs a name: cache NAME")
+            self.cur_cache = words[1] if len(words) > 1 else f"cache{lineno}"
+            self.caches[self.cur_cache] = {"total": 64, "object": 1024 * 1024, "age": 60.0, "line": lineno}
             return None
         name = words[1] if len(words) > 1 else ""
         if kind != "defaults" and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]*", name):
@@ -267,8 +284,13 @@ class _Loader:
                 p.acls[w[1]] = parse_acl(w[1], w[2], w[3:])
         elif kw == "stick-table" and fe and p.kind != "defaults":
             self.stick_table(p, w)
-        elif kw == "http-request" and fe and p.kind != "defaults":
+        elif kw == "http-request" and p.kind != "defaults":
+            self.lineno = line
             self.http_request(p, w)
+        elif kw == "http-response" and p.kind != "defaults":
+            if len(w) != 3 or w[1] != "cache-store":
+                raise ValueError("only `http-response cache-store NAME` is supported")
+            p.cache_store = w[2]
         elif kw == "use_backend" and fe and p.kind != "defaults":
             _need(w, 4, "use_backend NAME if|unless CONDITION")
             p.use_backend.append((line, parse_condition(w[2:], p.acls), w[1]))
@@ -331,6 +353,20 @@ class _Loader:
         else:
             raise ValueError(f"unsupported option {name!r} (see docs/haproxy-compat.md)")
 
+    def cache_keyword(self, line: int, w: list[str]) -> None:
+        c = self.caches[self.cur_cache]
+        if w[0] == "total-max-size":
+            c["total"] = _int(w, 1)  # megabytes
+        elif w[0] == "max-object-size":
+            c["object"] = _int(w, 1)  # bytes
+        elif w[0] == "max-age":
+            c["age"] = float(_int(w, 1))  # seconds
+        elif w[0] == "process-vary":
+            if len(w) != 2 or w[1] not in ("on", "off"):
+                raise ValueError("process-vary on|off")
+        else:
+            raise ValueError("unsupported cache keyword (total-max-size, max-object-size, max-age, process-vary are)")
+
     def stick_table(self, p: _Proxy, w: list[str]) -> None:
         # only the rate-limit idiom: stick-table type ip size N expire T store http_req_rate(P)
         i = 1
@@ -369,6 +405,11 @@ class _Loader:
             if a in ("if", "unless"):
                 cond_words, args = args[i:], args[:i]
                 break
+        if action == "cache-use":
+            if len(args) != 1 or cond_words:
+                raise ValueError("http-request cache-use NAME (without a condition)")
+            p.cache_use = (args[0], self.lineno)
+            return
         if action.startswith("track-sc"):
             if args[:1] != ["src"] or len(args) not in (1, 3) or (len(args) == 3 and args[1] != "table"):
                 raise ValueError("only `http-request track-scN src [table NAME]` is supported")
@@ -529,6 +570,12 @@ class _Loader:
                 if p.use_backend:
                     settings["routing"] = Routing(tuple((cond, target) for _, cond, target in p.use_backend))
                 _frontend_settings(p, settings)
+                cache = self.cache_policy(p)
+                if cache is None and p.default_backend:
+                    be = next((b for b in self.proxies if b.name == p.default_backend and b.kind == "backend"), None)
+                    cache = self.cache_policy(be) if be is not None else None
+                if cache is not None:
+                    settings["cache"] = cache
                 self.frag.services[key] = Service(key, default, "http", tuple(p.binds), frozen_map(settings))
                 ctx.lines.record(("services", key), p.line)
                 if p.default_backend_line:
@@ -537,6 +584,22 @@ class _Loader:
                     ctx.lines.record(("services", key, "routing"), p.use_backend[0][0])
                 self.frag.where[("service", key)] = (ctx, ("services", key))
                 self.frag.declared.add(("service", key))
+
+    def cache_policy(self, p: _Proxy):
+        if p.cache_use is None:
+            return None
+        from herder.l7.core.cache import CachePolicy
+
+        name, line = p.cache_use
+        c = self.caches.get(name)
+        if c is None:
+            self.err(line, "http-request cache-use", f"no cache section named {name!r}")
+            return None
+        if p.cache_store != name:
+            self.err(line, "http-request cache-use", f"{p.name}: cache-use {name} needs "
+                                                       f"`http-response cache-store {name}` in the same section")
+            return None
+        return CachePolicy(c["total"] * 1024 * 1024, c["object"], c["age"])
 
     def build_pool(self, p: _Proxy) -> Pool | None:
         from herder.config import native

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from herder.l7.core.acl import RequestView, Routing
+from herder.l7.core.cache import Cache, CachePolicy, Entry, freshness, request_bypasses
 from herder.l7.core.cookie import CookiePolicy, request_cookie, response_cookies
 from herder.l7.core.http import HOP_BY_HOP, MAX_HEAD, BadResponse, error_response, parse_response_head
 from herder.l7.core.rules import HttpRule, RateTable, apply_rules
@@ -92,6 +93,7 @@ class ProxySettings:
     #: ``http-request`` rules, in order.
     rules: tuple[HttpRule, ...] = ()
     rate_limit: RateLimit | None = None
+    cache: CachePolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -273,7 +275,7 @@ class Request:
         "method", "target", "headers", "version", "keep_alive", "upgrade", "body", "complete",
         "chunked", "content_length", "cookie_values", "host", "attempt", "server", "backend",
         "server_cookie", "client_had_cookie", "sent_head", "tried", "body_sent", "expect_continue",
-        "slot", "priority", "queued_until",
+        "slot", "priority", "queued_until", "cacheable",
     )
 
     def __init__(self) -> None:
@@ -302,6 +304,8 @@ class Request:
         self.slot: str | None = None
         self.priority = 0
         self.queued_until = 0.0
+        #: A GET the cache may store the response of.
+        self.cacheable = False
 
     @property
     def idempotent(self) -> bool:
@@ -557,6 +561,9 @@ class ClientConnection(asyncio.Protocol):
             self.respond_error(503)
             return
         req.backend = backend
+        cache = self.proxy.cache
+        if cache is not None and req.method in (b"GET", b"HEAD") and self._from_cache(req, cache):
+            return
         pol = backend.settings.cookie
         if pol is not None and req.cookie_values:
             value, new_values = request_cookie(req.cookie_values, pol)
@@ -617,6 +624,43 @@ class ClientConnection(asyncio.Protocol):
             return None
 
         return backend.policy.key.extract(src=self.peer, uri=req.target.decode("latin-1"), headers=header)
+
+    def _from_cache(self, req: Request, cache: Cache) -> bool:
+        """Answer from the cache if it can; else mark a GET whose response may be stored."""
+        cc = pragma = None
+        auth = False
+        for k, v in req.headers:
+            lk = k.lower()
+            if lk == b"cache-control":
+                cc = v
+            elif lk == b"pragma":
+                pragma = v
+            elif lk == b"authorization":
+                auth = True
+        if request_bypasses(cc, pragma, auth):
+            return False
+        headers = req.headers
+
+        def header(name: bytes) -> bytes | None:
+            for k, v in headers:
+                if k.lower() == name:
+                    return v
+            return None
+
+        now = _now()
+        entry = cache.lookup(req.host or b"", req.target, header, now)
+        if entry is None:
+            req.cacheable = req.method == b"GET"
+            return False
+        close = self.client_should_close(req, False)
+        extra = b"\r\nAge: %d" % int(now - entry.stored_at)
+        if close:
+            extra += b"\r\nConnection: close"
+        elif req.version == "1.0":
+            extra += b"\r\nConnection: keep-alive"
+        self.response_head(req, entry.head + extra + b"\r\n\r\n" + (b"" if req.method == b"HEAD" else entry.body))
+        self.response_done(req, close)
+        return True
 
     def _queue(self, req: Request, backend: Backend) -> None:
         timeout = backend.settings.timeout_queue
@@ -729,6 +773,18 @@ class ClientConnection(asyncio.Protocol):
             self.transport.abort()
 
 
+def _http_date_delta(expires: bytes, date: bytes | None) -> float | None:
+    """Expires minus Date (or now) in seconds; None when Expires cannot be parsed."""
+    from email.utils import parsedate_to_datetime
+
+    try:
+        e = parsedate_to_datetime(expires.decode("latin-1")).timestamp()
+        d = parsedate_to_datetime(date.decode("latin-1")).timestamp() if date else time.time()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return e - d
+
+
 def _in_nets(ip: str, nets: tuple) -> bool:
     try:
         a = ipaddress.ip_address(ip)
@@ -782,6 +838,9 @@ class ServerConnection(asyncio.Protocol):
         self.got_bytes = False
         self.client_close = False
         self.deadline = float("inf")
+        #: Body bytes of a response being stored in the cache (None: not storing).
+        self.capture: list[bytes] | None = None
+        self.capture_entry: Entry | None = None
 
     async def connect(self, client: ClientConnection, req: Request) -> None:
         loop = asyncio.get_running_loop()
@@ -983,8 +1042,12 @@ class ServerConnection(asyncio.Protocol):
             extra += b"\r\nConnection: keep-alive"
         if rh.chunked and not dechunk:
             extra += b"\r\nTransfer-Encoding: chunked"
+        if req.cacheable and self.proxy.cache is not None:
+            self._start_capture(req, rh, extra)
         head = rh.head + extra + b"\r\n\r\n"
         if not rh.chunked and not rh.close_delimited and rest and len(rest) <= (rh.length or 0):
+            if self.capture is not None:
+                self.capture.append(rest)
             # the usual case: the whole (small) body came with the head: one write, not two
             self.remaining = (rh.length or 0) - len(rest)
             self.state = "body"
@@ -1045,7 +1108,32 @@ class ServerConnection(asyncio.Protocol):
         if self.remaining == 0:
             self.finish()
 
+    def _start_capture(self, req: Request, rh, extra: bytes) -> None:
+        cache = self.proxy.cache
+        assert cache is not None
+        if (rh.status != 200 or rh.chunked or rh.length is None or rh.has_set_cookie or b"Set-Cookie" in extra
+                or rh.length > cache.policy.max_object_size):
+            return
+        vary = tuple(v.strip().lower() for v in (rh.vary or b"").split(b",") if v.strip())
+        if b"*" in vary:
+            return
+        exp = None
+        if rh.expires is not None:
+            exp = _http_date_delta(rh.expires, rh.date)
+            if exp is None:
+                exp = 0.0  # an invalid Expires means already expired (RFC 9111 §5.3)
+        fresh = freshness(rh.cacheable_hint, exp, cache.policy.max_age)
+        if not fresh:
+            return
+        values = []
+        for name in vary:
+            values.append(next((v for k, v in req.headers if k.lower() == name), None))
+        self.capture = []
+        self.capture_entry = Entry(rh.head + extra, b"", _now(), fresh, vary, tuple(values))
+
     def client_body(self, data: bytes) -> None:
+        if self.capture is not None:
+            self.capture.append(data)
         c = self.client
         if c is not None and c.transport is not None:
             c.transport.write(data)
@@ -1053,6 +1141,12 @@ class ServerConnection(asyncio.Protocol):
     def finish(self) -> None:
         client, req = self.client, self.req
         self.client = self.req = None
+        if self.capture is not None:
+            entry, self.capture_entry = self.capture_entry, None
+            body, self.capture = b"".join(self.capture), None
+            if entry is not None and req is not None and self.proxy.cache is not None:
+                entry.body = body
+                self.proxy.cache.store(req.host or b"", req.target, entry)
         self.state = "idle"
         self.deadline = float("inf")
         reusable = (not self.server_close and req is not None and req.complete and self.transport is not None
@@ -1123,6 +1217,7 @@ class HttpProxy:
         self.servers: set[ServerConnection] = set()
         rl = settings.rate_limit
         self.rates = RateTable(rl.period, rl.size) if rl is not None else RateTable(1.0, 1)
+        self.cache = Cache(settings.cache) if settings.cache is not None else None
         self.connecting = 0
         self._servers: list[asyncio.AbstractServer] = []
         self._sub = None

@@ -182,3 +182,39 @@ maxconn = 1
         t.join(10)
     finally:
         stop(p)
+
+
+def test_cache_hit_is_served_without_contacting_the_server(tmp_path, backend):
+    cfg = f"""
+cache small
+    total-max-size 4
+    max-object-size 100000
+    max-age 240
+frontend fe
+    bind 127.0.0.1:PORT
+    default_backend be
+backend be
+    http-request cache-use small
+    http-response cache-store small
+    server b1 127.0.0.1:{backend.port}
+"""
+    p, port = start(tmp_path, cfg, "haproxy.cfg")
+    try:
+        first = get(port, "/cacheable")
+        assert first.startswith(b"HTTP/1.1 200") and b"Age:" not in first
+        again = [get(port, "/cacheable") for _ in range(5)]
+        assert all(a.startswith(b"HTTP/1.1 200") and b"\r\nAge: " in a for a in again)
+        assert all(a.endswith(first.split(b"\r\n\r\n", 1)[1]) for a in again)
+        assert len(backend.requests()) == 1, "hits never reach the server"
+        # Vary: another language is another entry
+        get(port, "/cacheable", "Accept-Language: fr\r\n")
+        get(port, "/cacheable", "Accept-Language: fr\r\n")
+        assert len(backend.requests()) == 2
+        # the client asks for a fresh answer; private and no-store responses are never stored
+        get(port, "/cacheable", "Cache-Control: no-cache\r\n")
+        for _ in range(2):
+            get(port, "/cacheable?cc=private")
+            get(port, "/cacheable?cc=no-store")
+        assert len(backend.requests()) == 7
+    finally:
+        stop(p)

@@ -41,7 +41,7 @@ _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) (\d{3})(?: [^\r\n]*)?")
 # Only the headers the proxy must act on; everything else stays as the server sent it.
 _INTERESTING = re.compile(
     rb"\r\n(content-length|transfer-encoding|connection|keep-alive|proxy-connection|te|trailer|upgrade"
-    rb"|set-cookie|cache-control)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)",
+    rb"|set-cookie|cache-control|vary|expires|date)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*(?=\r\n)",
     re.I,
 )
 
@@ -74,6 +74,11 @@ class ResponseHead:
     upgrade: bool
     set_cookies: list[bytes]
     cacheable_hint: bytes | None
+    #: Headers the cache needs (None when absent).
+    vary: bytes | None = None
+    expires: bytes | None = None
+    date: bytes | None = None
+    has_set_cookie: bool = False
 
     @property
     def informational(self) -> bool:
@@ -99,6 +104,8 @@ def parse_response_head(raw: bytes, *, request_method: bytes, want_cookies: bool
     upgrade = False
     set_cookies: list[bytes] = []
     cache_control: bytes | None = None
+    vary = expires = date = None
+    has_set_cookie = False
     strip: list[bytes] = []
     conn_tokens: list[bytes] = []
     for hm in _INTERESTING.finditer(raw + b"\r\n"):
@@ -113,12 +120,22 @@ def parse_response_head(raw: bytes, *, request_method: bytes, want_cookies: bool
             length = v
             continue
         if name == b"set-cookie":
+            has_set_cookie = True
             if want_cookies:
                 set_cookies.append(value)
                 strip.append(name)
             continue
         if name == b"cache-control":
             cache_control = value
+            continue
+        if name == b"vary":
+            vary = value if vary is None else vary + b"," + value
+            continue
+        if name == b"expires":
+            expires = value
+            continue
+        if name == b"date":
+            date = value
             continue
         strip.append(name)
         lv = value.lower()
@@ -137,19 +154,21 @@ def parse_response_head(raw: bytes, *, request_method: bytes, want_cookies: bool
         elif name == b"upgrade":
             upgrade = True
     no_body = request_method == b"HEAD" or status < 200 or status in (204, 304)
+    both = chunked and length is not None
     if chunked:
         length = None  # RFC 9112 §6.3: Transfer-Encoding overrides Content-Length
     close_delimited = not no_body and not chunked and length is None and status != 101
     if no_body:
         length, chunked, close_delimited = 0, False, False
     head = raw
-    if conn_tokens or (chunked and length is not None):
+    if conn_tokens or both:
         head = _strip_headers(raw, set(strip) | set(conn_tokens) | ({b"content-length"} if chunked else set()))
     elif strip:
         # the common case (a server's own "Connection: keep-alive"): one C-level substitution
         head = (_STRIP_COOKIES if want_cookies else _STRIP_HOP).sub(b"", raw + b"\r\n")[:-2]
     return ResponseHead(status, minor, head, length, chunked, close_delimited, server_close,
-                        upgrade and status == 101, set_cookies, cache_control)
+                        upgrade and status == 101, set_cookies, cache_control, vary, expires, date,
+                        has_set_cookie)
 
 
 def _strip_headers(raw: bytes, names: set[bytes]) -> bytes:
