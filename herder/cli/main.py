@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "herder.lab.cli",
     "herder.cli.dns",
     "herder.cli.balance",
+    "herder.l4.cli",
 ]
 
 EPILOG = """\

@@ -37,6 +37,9 @@ EXTENSION_MODULES: list[str] = [
     "herder.l7.component",
     "herder.l7.haproxy_cfg",
     "herder.dns.server",
+    "herder.l4.config",
+    "herder.l4.director",
+    "herder.l4.ipvsadm",
 ]
 
 

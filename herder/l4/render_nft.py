@@ -159,7 +159,7 @@ def _nat_table(rs: Ruleset, services: list[VirtualService]) -> NftTable:
     dests = [d for s in services for d in s.dests]
     counters, ctr_maps = _counters(dests, out=True)
     maps: dict[str, NftMap] = {
-        "dnat_to": NftMap("dnat_to", "typeof ct mark : ip daddr . tcp dport;",
+        "dnat_to": NftMap("dnat_to", "type mark : ipv4_addr . inet_service;",
                           MappingProxyType({_mark(d.id): f"{d.address} . {d.port}" for d in dests})),
         "services": NftMap("services", "typeof ip daddr . ip protocol . tcp dport : verdict;", MappingProxyType({
             f"{s.spec.vip} . {s.spec.proto} . {s.spec.port}": f"jump s_{service_id(s)}" for s in services})),

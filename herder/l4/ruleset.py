@@ -42,7 +42,11 @@ __all__ = [
     "Scheduler",
     "VirtualService",
     "VirtualServiceSpec",
+    "ruleset_from_json",
+    "ruleset_to_json",
     "service_key",
+    "spec_from_json",
+    "spec_to_json",
 ]
 
 #: Destination ids live in this mark range (``0x48`` is "H"); other users of marks in the
@@ -253,3 +257,65 @@ class Ruleset:
             if d.id == ident:
                 return d
         return None
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def spec_to_json(spec: VirtualServiceSpec) -> dict[str, object]:
+    """A spec as plain JSON data (the inverse of :func:`spec_from_json`)."""
+    return {
+        "name": spec.name, "proto": spec.proto, "vip": spec.vip, "port": spec.port, "pool": spec.pool,
+        "forward": spec.forward.value, "scheduler": spec.scheduler.value, "hash_key": spec.hash_key,
+        "persistence_s": spec.persistence_s, "netmask": spec.netmask, "on_failure": spec.on_failure,
+        "table_size": spec.table_size, "ingress_device": spec.ingress_device,
+        "egress_device": spec.egress_device, "flags": list(spec.flags),
+    }
+
+
+def spec_from_json(d: Mapping[str, object]) -> VirtualServiceSpec:
+    """Raises ValueError (or KeyError/TypeError) on data that is not a spec."""
+    return VirtualServiceSpec(
+        name=str(d["name"]), proto=str(d["proto"]), vip=str(d["vip"]), port=int(d["port"]),  # type: ignore[call-overload]
+        pool=str(d["pool"]), forward=Forward(d["forward"]), scheduler=Scheduler(d["scheduler"]),
+        hash_key=str(d.get("hash_key", "source")), persistence_s=int(d.get("persistence_s", 0)),  # type: ignore[call-overload]
+        netmask=str(d.get("netmask", "255.255.255.255")), on_failure=str(d.get("on_failure", "remove")),
+        table_size=int(d.get("table_size", 65537)),  # type: ignore[call-overload]
+        ingress_device=d.get("ingress_device") or None, egress_device=d.get("egress_device") or None,  # type: ignore[arg-type]
+        flags=tuple(d.get("flags", ()) or ()),  # type: ignore[arg-type]
+    )
+
+
+def ruleset_to_json(rs: Ruleset, *, tables: bool = False) -> dict[str, object]:
+    """The ruleset as JSON data; scheduling tables only with ``tables`` (a Maglev table
+    is 65537 numbers), their lengths always."""
+    return {
+        "table": rs.table, "seed": rs.seed, "next_id": rs.next_id, "flow_timeouts": list(rs.flow_timeouts),
+        "ids": [[k[0], k[1], v] for k, v in sorted(rs.ids.items())],
+        "problems": list(rs.problems),
+        "services": [{
+            "spec": spec_to_json(s.spec),
+            "dests": [{"id": d.id, "server": d.server, "address": d.address, "port": d.port, "weight": d.weight,
+                       "declared_weight": d.declared_weight} for d in s.dests],
+            "alive": sorted(s.alive),
+            "table_len": len(s.table),
+            **({"table": list(s.table)} if tables else {}),
+        } for s in rs.services],
+    }
+
+
+def ruleset_from_json(d: Mapping[str, object]) -> Ruleset:
+    """The inverse of :func:`ruleset_to_json` (tables empty unless they were saved)."""
+    services = []
+    for sd in d.get("services", ()):  # type: ignore[attr-defined]
+        spec = spec_from_json(sd["spec"])
+        dests = tuple(Dest(int(x["id"]), spec.key, str(x["server"]), str(x["address"]), int(x["port"]),
+                           int(x["weight"]), int(x["declared_weight"]), spec.forward) for x in sd["dests"])
+        services.append(VirtualService(spec, dests, tuple(sd.get("table", ())), frozenset(sd.get("alive", ()))))
+    ids = {(str(a), str(b)): int(c) for a, b, c in d.get("ids", ())}  # type: ignore[attr-defined]
+    return Ruleset(
+        services=tuple(services), table=str(d.get("table", "herder")), seed=int(d.get("seed", DEFAULT_SEED)),  # type: ignore[call-overload]
+        next_id=int(d.get("next_id", 1)), ids=MappingProxyType(ids),  # type: ignore[call-overload]
+        problems=tuple(d.get("problems", ())),  # type: ignore[arg-type]
+        flow_timeouts=tuple(d.get("flow_timeouts", (900, 120, 300))),  # type: ignore[arg-type]
+    )
