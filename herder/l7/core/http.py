@@ -46,11 +46,6 @@ _INTERESTING = re.compile(
 )
 
 
-_HOP_NAMES = rb"connection|keep-alive|proxy-connection|te|trailer|upgrade|transfer-encoding"
-_STRIP_HOP = re.compile(rb"\r\n(?:" + _HOP_NAMES + rb")[ \t]*:[^\r\n]*(?=\r\n)", re.I)
-_STRIP_COOKIES = re.compile(rb"\r\n(?:" + _HOP_NAMES + rb"|set-cookie)[ \t]*:[^\r\n]*(?=\r\n)", re.I)
-
-
 class BadResponse(Exception):
     """The server's response cannot be relayed safely (the proxy answers 502)."""
 
@@ -85,8 +80,47 @@ class ResponseHead:
         return 100 <= self.status < 200 and self.status != 101
 
 
-def parse_response_head(raw: bytes, *, request_method: bytes, want_cookies: bool) -> ResponseHead:
+_HOP_LIST = (b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"proxy-connection", b"te",
+             b"trailer", b"upgrade")
+_COOKIE_LIST = (b"set-cookie",)
+_CACHE_LIST = (b"set-cookie", b"cache-control", b"vary", b"expires", b"date")
+
+
+def _scan(raw: bytes, names: tuple[bytes, ...]) -> list[tuple[bytes, bytes, int, int]] | None:
+    """Find the headers called ``names``: (name, value, start, end) with raw[start:end] the
+    whole "\r\nName: value" line. None when the head needs the careful (regex) scan:
+    whitespace before a colon, which a proxy must not pass on as is (RFC 9112 §5.1)."""
+    low = raw.lower()
+    if b" :" in low or b"\t:" in low:
+        return None
+    out = []
+    n = len(raw)
+    for name in names:
+        needle = b"\r\n" + name + b":"
+        i = low.find(needle)
+        while i >= 0:
+            vs = i + len(needle)
+            e = low.find(b"\r\n", vs)
+            if e < 0:
+                e = n
+            out.append((name, raw[vs:e].strip(b" \t"), i, e))
+            i = low.find(needle, e)
+    return out
+
+
+def _scan_careful(raw: bytes) -> list[tuple[bytes, bytes, int, int]]:
+    out = []
+    for hm in _INTERESTING.finditer(raw + b"\r\n"):
+        out.append((hm.group(1).lower(), hm.group(2), hm.start(), min(hm.end(), len(raw))))
+    return out
+
+
+def parse_response_head(raw: bytes, *, request_method: bytes, want_cookies: bool,
+                        want_cache: bool = False) -> ResponseHead:
     """Scan a response head (``raw`` ends just before the blank line) for what matters.
+
+    ``want_cookies``: Set-Cookie values are returned (and removed from the head, for the
+    proxy to rewrite); ``want_cache``: the headers the cache decides on are returned.
 
     Raises :class:`BadResponse` on anything a proxy must not pass on (bad status line,
     conflicting Content-Length, unknown transfer coding).
@@ -107,10 +141,14 @@ def parse_response_head(raw: bytes, *, request_method: bytes, want_cookies: bool
     vary = expires = date = None
     has_set_cookie = False
     strip: list[bytes] = []
+    spans: list[tuple[int, int]] = []
     conn_tokens: list[bytes] = []
-    for hm in _INTERESTING.finditer(raw + b"\r\n"):
-        name = hm.group(1).lower()
-        value = hm.group(2)
+    names = _HOP_LIST + (_CACHE_LIST if want_cache else _COOKIE_LIST if want_cookies else ())
+    found = _scan(raw, names)
+    careful = found is None
+    if found is None:
+        found = _scan_careful(raw)
+    for name, value, start, end in found:
         if name == b"content-length":
             if not value.isdigit():
                 raise BadResponse(f"invalid Content-Length {value[:20]!r}")
@@ -124,6 +162,7 @@ def parse_response_head(raw: bytes, *, request_method: bytes, want_cookies: bool
             if want_cookies:
                 set_cookies.append(value)
                 strip.append(name)
+                spans.append((start, end))
             continue
         if name == b"cache-control":
             cache_control = value
@@ -138,6 +177,7 @@ def parse_response_head(raw: bytes, *, request_method: bytes, want_cookies: bool
             date = value
             continue
         strip.append(name)
+        spans.append((start, end))
         lv = value.lower()
         if name == b"transfer-encoding":
             codings = [c.strip() for c in lv.split(b",") if c.strip()]
@@ -161,11 +201,19 @@ def parse_response_head(raw: bytes, *, request_method: bytes, want_cookies: bool
     if no_body:
         length, chunked, close_delimited = 0, False, False
     head = raw
-    if conn_tokens or both:
-        head = _strip_headers(raw, set(strip) | set(conn_tokens) | ({b"content-length"} if chunked else set()))
-    elif strip:
-        # the common case (a server's own "Connection: keep-alive"): one C-level substitution
-        head = (_STRIP_COOKIES if want_cookies else _STRIP_HOP).sub(b"", raw + b"\r\n")[:-2]
+    if conn_tokens or both or careful:
+        if strip or conn_tokens or both:
+            head = _strip_headers(raw, set(strip) | set(conn_tokens) | ({b"content-length"} if both else set()))
+    elif spans:
+        # the common case (a server's own "Connection: keep-alive"): cut the found lines out
+        spans.sort()
+        parts = []
+        pos = 0
+        for a, b in spans:
+            parts.append(raw[pos:a])
+            pos = b
+        parts.append(raw[pos:])
+        head = b"".join(parts)
     return ResponseHead(status, minor, head, length, chunked, close_delimited, server_close,
                         upgrade and status == 101, set_cookies, cache_control, vary, expires, date,
                         has_set_cookie)
