@@ -86,6 +86,8 @@ class DnsSettings:
     ttl: int = 20
     cache_entries: int = 100_000
     tcp_idle_timeout: float = 10.0
+    #: "loop": UDP on the event loop; "thread": a blocking socket in a thread of its own.
+    udp_io: str = "loop"
     zones: tuple[ZoneSpec, ...] = ()
     names: tuple[NamePolicy, ...] = ()
     maps: tuple[MapDomain, ...] = ()
@@ -348,7 +350,8 @@ def _build_dns(v: dict, path: Path, ctx: Ctx):
         return INVALID
     return DnsSettings(
         listen=tuple(v["listen"]), udp_payload=v["udp_payload"], ecs=v["ecs"], default_region=v["default_region"],
-        ttl=ttl, cache_entries=v["cache_entries"], tcp_idle_timeout=v["tcp_idle_timeout"], zones=zones,
+        ttl=ttl, cache_entries=v["cache_entries"], tcp_idle_timeout=v["tcp_idle_timeout"], udp_io=v["udp_io"],
+        zones=zones,
         names=tuple(names), maps=tuple(maps), latency=latency, where=frozen_map(where),
     )
 
@@ -363,6 +366,8 @@ DNS_SECTION = Table({
     "ttl": Field(Int(0, MAX_TTL), default=20, doc="default TTL of policy answers (the regional level)"),
     "cache_entries": Field(Int(0, 10_000_000), default=100_000, doc="encoded answers kept (0 disables)"),
     "tcp_idle_timeout": Field(Duration(), default=10.0),
+    "udp_io": Field(Str(choices=("loop", "thread")), default="loop",
+                    doc="UDP on the event loop, or on a blocking socket in its own thread (faster)"),
     "zones": Field(MapOf(_zone_spec(), name_pattern=DNS_NAME), default={}),
     "names": Field(MapOf(_name_spec(), name_pattern=DNS_NAME), default={}),
     "maps": Field(MapOf(_map_spec(), name_pattern=DNS_NAME), default={}),

@@ -60,14 +60,16 @@ def free_dns_port() -> int:
     raise RuntimeError("no free port")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["loop", "thread"])
+def server(request, tmp_path_factory):
+    """The server, once with UDP on the event loop and once on its own thread."""
     d: Path = tmp_path_factory.mktemp("dns-serve")
     (d / "example.test.zone").write_text(ZONE)
     (d / "regions.map").write_text(REGIONS)
     port = free_dns_port()
     log = open(d / "server.log", "wb")
-    child = proc.spawn([sys.executable, "-m", "herder", "dns", "serve", "--listen", f"127.0.0.1:{port}",
+    mode = ["--udp-thread"] if request.param == "thread" else []
+    child = proc.spawn([sys.executable, "-m", "herder", "dns", "serve", *mode, "--listen", f"127.0.0.1:{port}",
                         "--regions", str(d / "regions.map"), str(d / "example.test.zone")],
                        name="herder-dns-serve", stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -191,10 +193,11 @@ def test_malformed_packets_get_formerr_or_nothing_and_the_server_keeps_answering
     assert r.answer[0][0].address == "192.0.2.80"
 
 
-def test_sigterm_stops_it_cleanly(tmp_path):
+@pytest.mark.parametrize("mode", [[], ["--udp-thread"]], ids=["loop", "thread"])
+def test_sigterm_stops_it_cleanly(tmp_path, mode):
     (tmp_path / "z.zone").write_text("$ORIGIN z.test.\n$TTL 60\n@ SOA ns hm 1 2 3 4 5\n")
     port = free_dns_port()
-    child = proc.spawn([sys.executable, "-m", "herder", "dns", "serve", "--listen", f"127.0.0.1:{port}",
+    child = proc.spawn([sys.executable, "-m", "herder", "dns", "serve", *mode, "--listen", f"127.0.0.1:{port}",
                         str(tmp_path / "z.zone")], name="herder-dns-serve")
     try:
         wait_port("127.0.0.1", port, timeout=15)
