@@ -103,7 +103,8 @@ class RecordingBackend(socketserver.ThreadingTCPServer):
     """A scriptable HTTP/1.1 backend in a thread that records every request head it gets.
 
     Paths: ``/chunked`` (a chunked response), ``/bad`` (an invalid status line), ``/slow``
-    (answers after 2.5 s), ``/big`` (4 MiB body), ``/hold`` (answers after 0.4 s; the
+    (answers after 2.5 s), ``/big`` (4 MiB body), ``/huge`` (64 MiB, streamed), ``/ws``
+    (a WebSocket-style upgrade, then an upper-casing echo), ``/hold`` (answers after 0.4 s; the
     highest number of requests held at once is ``max_concurrent``), ``/cacheable[?cc=...]``
     (``Cache-Control: max-age=60`` or the given value, ``Vary: Accept-Language``, a body
     that counts the requests received); anything else answers
@@ -200,6 +201,25 @@ class _Handler(socketserver.BaseRequestHandler):
             elif path == b"/big":
                 payload = b"x" * (4 << 20)
                 resp = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload
+            elif path == b"/huge":
+                # 64 MiB, sent in 1 MiB pieces (the sender blocks when the reader stops)
+                size, piece = 64 << 20, b"z" * (1 << 20)
+                try:
+                    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+                    for _ in range(size // len(piece)):
+                        sock.sendall(piece)
+                except OSError:
+                    return
+                continue
+            elif path == b"/ws" and b"upgrade: websocket" in head.lower():
+                sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                sock.sendall(b"hello from " + name + b"\n")
+                while True:  # echo, upper-cased, until the peer closes
+                    data = buf or sock.recv(65536)
+                    buf = b""
+                    if not data:
+                        return
+                    sock.sendall(data.upper())
             else:
                 out = name + b" " + method + b" " + path + b" " + str(len(body)).encode() + b"\n"
                 resp = (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Served-By: %s\r\n\r\n" % (len(out), name)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from herder.cli.main import build_parser
-from herder.testing import free_port, http_json, session_members, wait_port
+from herder.testing import descendants, free_port, http_json, pid_alive, session_members, wait_port
 
 pytestmark = pytest.mark.integration
 
@@ -117,12 +117,24 @@ def config_with_api(tmp_path, body: str = "") -> tuple:
 
 
 def test_run_then_sigterm_exits_0_quickly_and_leaves_nothing(tmp_path, herder_argv):
-    f, port = config_with_api(tmp_path)
+    # an exec check that is always running a child (`sleep`) when SIGTERM arrives
+    f, port = config_with_api(tmp_path, textwrap.dedent("""\
+        [[pools.web.checks]]
+        type = "exec"
+        command = "sleep 30"
+        inter = "0.1s"
+        timeout = "60s"
+        """))
     p = start_run(herder_argv, f)
     try:
         wait_port("127.0.0.1", port)
         status, snap = http_json(f"http://127.0.0.1:{port}/status")
-        assert status == 200 and snap["pools"]["web"]["servers"][0]["health"] == "up"
+        assert status == 200 and snap["pools"]["web"]["servers"][0]["name"] == "a"
+        deadline = time.monotonic() + 10
+        while not descendants(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        children = descendants(p.pid)
+        assert children, "the exec check's child should be running"
         t0 = time.monotonic()
         p.send_signal(signal.SIGTERM)
         rc = p.wait(timeout=5)
@@ -135,6 +147,7 @@ def test_run_then_sigterm_exits_0_quickly_and_leaves_nothing(tmp_path, herder_ar
     assert rc == 0, out
     assert elapsed < 2.0, f"took {elapsed:.2f}s to stop"
     assert session_members(p.pid) == set()
+    assert not any(pid_alive(c) for c in children)
     assert "received SIGTERM, stopping" in out and "component api" in out and "herder stopped" in out
     with pytest.raises(OSError):
         wait_port("127.0.0.1", port, timeout=0.2)

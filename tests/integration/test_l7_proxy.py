@@ -316,3 +316,61 @@ address = "127.0.0.1:{dead}"
     finally:
         stop(p)
         be.shutdown()
+
+
+def _rss_kb(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_slow_client_does_not_make_the_proxy_buffer_a_large_response(tmp_path):
+    be = Recorder("big")
+    cfg = f"""
+[services.www]
+pool = "web"
+listen = "127.0.0.1:PORT"
+[[pools.web.servers]]
+name = "big"
+address = "127.0.0.1:{be.port}"
+"""
+    p, port = start_herder(tmp_path, cfg.replace("[[pools", "[pools.web]\n[[pools", 1))
+    try:
+        before = _rss_kb(p.pid)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            s.sendall(b"GET /huge HTTP/1.1\r\nHost: a\r\n\r\n")
+            time.sleep(2.0)  # a client that does not read
+            during = _rss_kb(p.pid)
+            total = 0
+            while total < (64 << 20):
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                total += len(chunk)
+        assert total >= 64 << 20  # head + the whole body arrived
+        assert during - before < 16 * 1024, f"proxy grew by {during - before} KiB while the client did not read"
+    finally:
+        stop(p)
+        be.shutdown()
+
+
+def test_websocket_upgrade_is_tunnelled(one_backend):
+    be, port = one_backend
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        data = b""
+        while b"hello from b1\n" not in data:
+            data += s.recv(4096)
+        assert data.startswith(b"HTTP/1.1 101 ")
+        assert b"\r\nUpgrade: websocket" in data
+        for msg in (b"ping 1\n", b"ping 2\n"):
+            s.sendall(msg)
+            got = b""
+            while not got.endswith(b"\n"):
+                got += s.recv(4096)
+            assert got == msg.upper()
+    sent = be.requests()[-1]
+    assert b"Upgrade: websocket" in sent and b"Connection: upgrade" in sent

@@ -176,6 +176,9 @@ def parse_response_head(raw: bytes, *, request_method: bytes, want_cookies: bool
         if name == b"date":
             date = value
             continue
+        if name == b"upgrade" and status == 101:
+            upgrade = True  # the protocol switched to must reach the client
+            continue
         strip.append(name)
         spans.append((start, end))
         lv = value.lower()
