@@ -499,8 +499,8 @@ def _largenum(n: int, exact: bool) -> str:
         return f"{n:>{9 if len(s) <= 8 else len(s) + 1}}"
     if n < 100_000_000:
         return f"{n:9d}"
-    for div, unit in ((1_000, "K"), (1_000_000, "M"), (1_000_000_000, "G")):
-        if n < div * 100_000:
+    for limit, div, unit in ((10**9, 10**3, "K"), (10**11, 10**6, "M"), (10**14, 10**9, "G")):
+        if n < limit:
             return f"{n // div:8d}{unit}"
     return f"{n // 1_000_000_000_000:8d}T"
 
