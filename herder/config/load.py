@@ -40,6 +40,8 @@ EXTENSION_MODULES: list[str] = [
     "herder.l4.config",
     "herder.l4.director",
     "herder.l4.ipvsadm",
+    "herder.ha.vrrp.component",
+    "herder.ha.keepalived_conf",
 ]
 
 
