@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Row, pin
+from bench.common import Row, children, cpu_seconds, pin
 from herder import proc
 
 DESCRIPTION = "health checks: checks/s on one core (500 servers, TCP and HTTP) and CPU share of 200 servers @1s, vs haproxy"
@@ -43,14 +43,6 @@ BACKEND_PORTS = tuple(range(18281, 18291))
 HAPROXY_IDLE_PORT = 18279
 
 
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds; 0 when it is gone."""
-    try:
-        st = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    f = st[st.rindex(")") + 2:].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _listening(pid: int, ports: tuple[int, ...], timeout: float = 10.0) -> None:
@@ -146,9 +138,9 @@ def _measure(argv: list[str], netns: str | None, warmup: float, seconds: float) 
         time.sleep(warmup)
         if not child.alive():
             raise RuntimeError(f"{argv[0]} exited with status {child.returncode}")
-        a0, c0, t0 = _active_opens(child.pid), _cpu_seconds(child.pid), time.monotonic()
+        a0, c0, t0 = _active_opens(child.pid), cpu_seconds(child.pid), time.monotonic()
         time.sleep(seconds)
-        a1, c1, t1 = _active_opens(child.pid), _cpu_seconds(child.pid), time.monotonic()
+        a1, c1, t1 = _active_opens(child.pid), cpu_seconds(child.pid), time.monotonic()
         if not child.alive():
             raise RuntimeError(f"{argv[0]} exited with status {child.returncode}")
     finally:
@@ -173,7 +165,7 @@ def run(quick: bool) -> list[Row]:
         started.append(backends)
         pin(backends.pid, 0)
         _listening(backends.pid, BACKEND_PORTS)
-        for pid in _children(backends.pid):
+        for pid in children(backends.pid):
             pin(pid, 0)
         herder = [proc.python_executable(), "-m", "herder", "run"]
         rows: list[Row] = []
@@ -199,16 +191,3 @@ def run(quick: bool) -> list[Row]:
         if netns:
             proc.run_sync(["ip", "netns", "del", netns], timeout=10)
         shutil.rmtree(d, ignore_errors=True)
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                st = Path(f"/proc/{p}/stat").read_text()
-            except OSError:
-                continue
-            if int(st[st.rindex(")") + 2:].split()[1]) == pid:
-                out.append(int(p))
-    return out

@@ -11,7 +11,6 @@ proxy used) can be compared when core 0 is the limit rather than the proxy.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket
@@ -20,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Row, pin
+from bench.common import Row, children, cpu_seconds, pin
 from herder import proc
 
 DESCRIPTION = "L7 proxy req/s and per-core capacity vs haproxy and nginx (wrk, keep-alive and close)"
@@ -29,14 +28,6 @@ BACKEND_PORTS = (18181, 18182, 18183)
 PORTS = {"haproxy": 18110, "nginx": 18111, "herder": 18112}
 
 
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds; 0 when it is gone."""
-    try:
-        st = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    f = st[st.rindex(")") + 2:].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait(port: int, timeout: float = 10.0) -> None:
@@ -154,12 +145,12 @@ def run(quick: bool) -> list[Row]:
             for mode in ("keep-alive", "close"):
                 runs = []
                 for _ in range(repeats):
-                    pids = [child.pid, *_children(child.pid)]
-                    c0 = sum(_cpu_seconds(p) for p in pids)
+                    pids = [child.pid, *children(child.pid)]
+                    c0 = sum(cpu_seconds(p) for p in pids)
                     t0 = time.monotonic()
                     rps, p50, p99 = _wrk(PORTS[name], seconds, mode == "close")
                     wall = time.monotonic() - t0
-                    cpu = sum(_cpu_seconds(p) for p in pids) - c0
+                    cpu = sum(cpu_seconds(p) for p in pids) - c0
                     runs.append((rps, p50, p99, cpu / wall if wall else 0.0))
                 runs.sort()
                 results[(name, mode)] = runs[len(runs) // 2]
@@ -181,17 +172,3 @@ def run(quick: bool) -> list[Row]:
         for c in reversed(started):
             c.stop()
         shutil.rmtree(d, ignore_errors=True)
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                st = Path(f"/proc/{p}/stat").read_text()
-            except OSError:
-                continue
-            if int(st[st.rindex(")") + 2:].split()[1]) == pid:
-                out.append(int(p))
-    return out
-

@@ -61,3 +61,30 @@ def pin(pid: int, cpu: int) -> None:
     """Pin ``pid`` to one CPU when the machine has it (no-op on a 1-CPU machine)."""
     if os.cpu_count() and os.cpu_count() > cpu:
         os.sched_setaffinity(pid, {cpu})
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            st = f.read()
+    except OSError:
+        return 0.0
+    fields = st[st.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (nginx workers under their master, say)."""
+    from herder.testing import descendants
+
+    return sorted(c for c in descendants(pid) if _ppid(c) == pid)
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            st = f.read()
+    except OSError:
+        return -1
+    return int(st[st.rindex(")") + 2:].split()[1])
