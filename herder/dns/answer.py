@@ -57,7 +57,6 @@ from herder.dns.wire import (
     RRset,
     RType,
     name_from_text,
-    name_to_text,
     split_labels,
     suffixes,
 )
@@ -335,7 +334,7 @@ class _Resolver:
             if cut is not None:
                 return self._referral(zone, cut)
         pol = view.names.get(policy_key)
-        static = self._static_node(zone, key)
+        static = zone.nodes.get(key)
         if pol is not None and qtype in (RType.A, RType.AAAA, RType.ANY) and not (static and RType.CNAME in static):
             return self._policy(pol, zone, name, qtype, level_region, static)
         node = static
@@ -360,9 +359,6 @@ class _Resolver:
         if key in zone.names or key in view.implied or pol is not None:
             return _Result(_NODATA)
         return _Result(_NXDOMAIN)
-
-    def _static_node(self, zone: Zone, key: bytes) -> Mapping[int, RRset] | None:
-        return zone.nodes.get(key)
 
     def _find_cut(self, zone: Zone, key: bytes, qtype: int) -> bytes | None:
         """The highest delegation point at or above ``key`` (below the apex), if any."""
@@ -588,10 +584,3 @@ class _Resolver:
 def _join(labels: list[bytes]) -> bytes:
     return b"".join(bytes((len(lb),)) + lb for lb in labels) + b"\x00"
 
-
-def describe(resp: Response) -> str:
-    """A one-line summary of a response (for logs and test failures)."""
-    parts = [Rcode(resp.rcode).name if resp.rcode in Rcode._value2member_map_ else str(resp.rcode)]
-    for rr in resp.answer:
-        parts.append(f"{name_to_text(rr.name)} {rr.ttl} {RType(rr.rtype).name if rr.rtype in RType._value2member_map_ else rr.rtype}")
-    return " ".join(parts)

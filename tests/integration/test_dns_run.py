@@ -19,6 +19,7 @@ import urllib.request
 from collections import Counter
 
 import dns.edns
+import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
@@ -268,6 +269,73 @@ def test_runtime_api_shows_the_dns_server(herder):
     assert st["listen"] == [f"127.0.0.1:{herder['ports']['port']}"]
     assert "e1.dscj.edge.test." in st["names"] and st["maps"] == ["dscj.edge.test."]
     assert st["view_version"] >= 1 and st["counters"]["misses"] >= 1
+
+
+SPLIT_COMMON = """\
+[regions.eu]
+prefixes = ["198.18.1.0/24"]
+[regions.us]
+prefixes = ["198.18.2.0/24"]
+[pools.web]
+servers = [
+  { name = "eu1", address = "198.18.1.11:80", region = "eu" },
+  { name = "us1", address = "198.18.2.11:80", region = "us" },
+]
+"""
+
+SPLIT_GLOBAL = """\
+[dns]
+listen = "127.0.0.1:{port}"
+[dns.zones."edge.test"]
+records = ["@ NS ns1", "ns1 A 127.0.0.1"]
+[dns.zones."dscj.edge.test"]
+records = ["@ NS ns1.edge.test."]
+[dns.maps."dscj.edge.test"]
+ttl = 600
+local = []
+[dns.maps."dscj.edge.test".regions.eu]
+name_servers = {{ "ns1.eu.edge.test" = "127.0.0.11" }}
+[dns.maps."dscj.edge.test".regions.us]
+name_servers = {{ "ns1.us.edge.test" = "127.0.0.12" }}
+"""
+
+SPLIT_REGION = """\
+[dns]
+listen = "127.0.0.11:{port}"
+[dns.zones."dscj.edge.test"]
+records = ["@ NS ns1.eu.edge.test."]
+[dns.names."e1.dscj.edge.test"]
+pool = "web"
+ttl = 20
+[dns.maps."dscj.edge.test"]
+role = "region"
+region = "eu"
+"""
+
+
+def test_global_and_regional_levels_as_separate_processes(tmp_path):
+    gport, rport = free_port(udp_too=True), free_port("127.0.0.11", udp_too=True)
+    (tmp_path / "common.toml").write_text(SPLIT_COMMON)
+    (tmp_path / "global.toml").write_text(SPLIT_GLOBAL.format(port=gport))
+    (tmp_path / "eu.toml").write_text(SPLIT_REGION.format(port=rport))
+    procs = [proc.spawn([sys.executable, "-m", "herder", "run", str(tmp_path / "common.toml"), str(tmp_path / f)],
+                        name=f) for f in ("global.toml", "eu.toml")]
+    try:
+        wait_port("127.0.0.1", gport, timeout=20)
+        wait_port("127.0.0.11", rport, timeout=20)
+        ref = ask(gport, "e1.dscj.edge.test", ecs="198.18.1.0/24")
+        assert not ref.answer and not ref.flags & dns.flags.AA
+        assert ref.authority[0].to_text() == "dscj.edge.test. 600 IN NS ns1.eu.edge.test."
+        glue = ref.additional[0][0].address
+        assert glue == "127.0.0.11"
+        q = dns.message.make_query("e1.dscj.edge.test", "A")
+        ans = dns.query.udp(q, glue, port=rport, timeout=3)
+        assert ans.flags & dns.flags.AA and addresses(ans) == {"198.18.1.11"} and ans.answer[0].ttl == 20
+        ref = ask(gport, "e1.dscj.edge.test", ecs="198.18.2.0/24")
+        assert ref.authority[0].to_text() == "dscj.edge.test. 600 IN NS ns1.us.edge.test."
+    finally:
+        for p in procs:
+            p.stop()
 
 
 def test_config_error_in_dns_stops_run_with_file_and_line(tmp_path, herder_argv):

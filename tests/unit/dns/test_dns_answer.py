@@ -373,3 +373,13 @@ def test_answer_depends_on_client_only_where_it_must():
     assert dependent("www.example.com") and dependent("geo.example.com") and dependent("img.cdn.test")
     assert not dependent("static.example.com") and not dependent("weighted.example.com")
     assert not dependent("img.us.cdn.test")
+
+
+def test_a_regional_level_answers_for_its_region_whatever_the_client():
+    regional = CONFIG.replace('[dns.maps."dscj.edge.test"]\nttl = 20\n',
+                              '[dns.maps."dscj.edge.test"]\nrole = "region"\nregion = "us"\n')
+    state, base = build(regional)
+    view = base.with_snapshot(state.snapshot)
+    m = ask(view, "e1.dscj.edge.test", ecs="198.18.1.0/24")
+    assert lines(m.answer) == ["e1.dscj.edge.test. 30 IN A 198.18.2.11"]
+    assert scope(m) == 0  # the answer does not depend on the client here
