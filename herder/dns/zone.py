@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 Zone text (a master file, or the ``records`` lines of a ``[dns.zones.NAME]`` table) is
-parsed by dnspython -- ``$ORIGIN``, ``$TTL``, ``$INCLUDE``, relative names, escapes and
-every record type come for free -- then converted once into the form the answer function
+parsed by dnspython -- ``$ORIGIN``, ``$TTL``, ``$GENERATE``, relative names, escapes and
+every record type come for free (``$INCLUDE`` is refused, as dnspython does by default: a
+zone must not read arbitrary files) -- then converted once into the form the answer function
 uses: a dict from lookup key (lower-case wire name) to ``{type: RRset}``, where each RRset
 is already laid out for :func:`herder.dns.wire.encode_response` (names inside RDATA that
 may be compressed are :class:`~herder.dns.wire.CompName`, everything else raw octets).
