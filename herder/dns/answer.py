@@ -277,7 +277,8 @@ class _Resolver:
 
     # ------------------------------------------------------------------ driver
 
-    def resolve(self, qname: bytes, qtype: int):
+    def resolve(self, qname: bytes, qtype: int) -> tuple[int, bool, list[Segment], tuple[RRset, ...], tuple[RRset, ...]]:
+        """Follow ``qname`` through our zones: (rcode, aa, answer segments, authority, additional)."""
         view = self.view
         segments: list[Segment] = []
         authority: tuple[RRset, ...] = ()
