@@ -7,15 +7,38 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import socketserver
+import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-__all__ = ["RecordingBackend", "descendants", "free_port", "http_get", "http_json", "pid_alive", "session_members", "wait_port"]
+__all__ = ["RecordingBackend", "descendants", "run_herder", "stop_process", "free_port", "http_get", "http_json", "pid_alive", "session_members", "wait_port"]
+
+
+def run_herder(*files: str, log=None, args: tuple[str, ...] = ()) -> subprocess.Popen:
+    """Start ``herder run FILES`` with this interpreter in its own session; stop it with
+    :func:`stop_process`. ``log`` is a file object for its stdout and stderr."""
+    from herder.proc import python_executable
+
+    out = log if log is not None else subprocess.DEVNULL
+    return subprocess.Popen([python_executable(), "-m", "herder", "run", *args, *files], stdout=out,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_process(p: subprocess.Popen, timeout: float = 5.0) -> int:
+    """SIGTERM, wait ``timeout`` seconds, then SIGKILL the whole session; the exit status."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            return p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+    return p.wait()
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -13,7 +12,8 @@ import pytest
 
 from herder import proc
 from herder.testing import RecordingBackend as Recorder
-from herder.testing import free_port, wait_port
+from herder.testing import free_port, run_herder, wait_port
+from herder.testing import stop_process as stop
 
 pytestmark = pytest.mark.integration
 
@@ -22,20 +22,11 @@ def start_herder(tmp_path, config: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     f = tmp_path / "l7.toml"
     f.write_text(config.replace("PORT", str(port)))
-    log = open(tmp_path / "herder.log", "w")
-    p = subprocess.Popen([proc.python_executable(), "-m", "herder", "run", str(f)], stdout=log,
-                         stderr=subprocess.STDOUT, start_new_session=True)
+    p = run_herder(str(f), log=open(tmp_path / "herder.log", "w"))
     wait_port("127.0.0.1", port)
     return p, port
 
 
-def stop(p: subprocess.Popen) -> None:
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(5)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
 
 
 def exchange(port: int, data: bytes, timeout: float = 5.0, wait_close: bool = True) -> bytes:

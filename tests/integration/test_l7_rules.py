@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import threading
@@ -12,7 +10,8 @@ import time
 import pytest
 
 from herder import proc
-from herder.testing import RecordingBackend, free_port, wait_port
+from herder.testing import RecordingBackend, free_port, run_herder, wait_port
+from herder.testing import stop_process as stop
 
 pytestmark = pytest.mark.integration
 
@@ -23,20 +22,11 @@ def start(tmp_path, text: str, name: str = "cfg.toml") -> tuple[subprocess.Popen
     f.write_text(text.replace("PORT", str(port)))
     check = subprocess.run([proc.python_executable(), "-m", "herder", "check", str(f)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
-    log = open(tmp_path / "herder.log", "w")
-    p = subprocess.Popen([proc.python_executable(), "-m", "herder", "run", str(f)], stdout=log,
-                         stderr=subprocess.STDOUT, start_new_session=True)
+    p = run_herder(str(f), log=open(tmp_path / "herder.log", "w"))
     wait_port("127.0.0.1", port)
     return p, port
 
 
-def stop(p: subprocess.Popen) -> None:
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(5)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
 
 
 def get(port: int, path: str, headers: str = "") -> bytes:
