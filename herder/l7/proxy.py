@@ -999,7 +999,8 @@ class ServerConnection(asyncio.Protocol):
             pol = backend.settings.cookie
             try:
                 rh = parse_response_head(buf[:end], request_method=req.method,
-                                         want_cookies=pol is not None and pol.reads_server_cookies)
+                                         want_cookies=pol is not None and pol.reads_server_cookies,
+                                         want_cache=req.cacheable)
             except BadResponse as e:
                 self.bad_response(str(e))
                 return
