@@ -1000,7 +1000,7 @@ class ServerConnection(asyncio.Protocol):
             try:
                 rh = parse_response_head(buf[:end], request_method=req.method,
                                          want_cookies=pol is not None and pol.reads_server_cookies,
-                                         want_cache=req.cacheable)
+                                         want_cache=req.cacheable or (pol is not None and pol.nocache))
             except BadResponse as e:
                 self.bad_response(str(e))
                 return
