@@ -205,6 +205,7 @@ class Director:
         if self.write_state:
             try:
                 (state_dir() / "director.json").unlink()
+                state_dir().rmdir()  # only when nothing else (ipvsadm, realserver) keeps state here
             except OSError:
                 pass
         self.applier.backend.close()

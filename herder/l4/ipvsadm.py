@@ -723,6 +723,13 @@ class _Store:
         rs = ruleset_from_json(data["ruleset"]) if data.get("ruleset") else None
         return IpvsTable.from_json(data.get("table", ())), rs
 
+    def remove(self) -> None:
+        try:
+            self.path.unlink()
+            self.dir.rmdir()
+        except OSError:
+            pass
+
     def save(self, table: IpvsTable, rs: Ruleset | None) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".{os.getpid()}")
@@ -767,9 +774,14 @@ def commit(table: IpvsTable, previous: Ruleset | None, backend=None) -> Ruleset:
         raise IpvsError(str(e)) from None
     applier = Applier(be)
     if previous is not None:
+        # Diff against the stored ruleset only if the kernel still has its tables (the
+        # namespace may be new, or somebody flushed the ruleset): else replace them.
         try:
-            applier.model = render(previous)
-        except ValueError:
+            model = render(previous)
+            have = {f"{t['table']['family']} {t['table']['name']}"
+                    for t in be.list_json("tables").get("nftables", ()) if "table" in t}
+            applier.model = model if set(model.tables) <= have else None
+        except (ValueError, NftError):
             applier.model = None
     try:
         applier.apply(rs)
@@ -1050,7 +1062,10 @@ def main(argv: Sequence[str], *, stdin: TextIO | None = None, stdout: TextIO | N
         else:
             new.apply(cmd)
         new_rs = commit(new, rs)
-        store.save(new, new_rs)
+        if new.services:
+            store.save(new, new_rs)
+        else:
+            store.remove()
         for p in new_rs.problems:
             print(f"herder ipvsadm: note: {p}", file=err)
         return 0

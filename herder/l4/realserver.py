@@ -174,6 +174,7 @@ def teardown(vips: list[str]) -> list[Change]:
     else:
         try:
             path.unlink()
+            path.parent.rmdir()
         except OSError:
             pass
     for c in done:
