@@ -31,7 +31,8 @@ Theory of operation
   on it, so the hosts' ARP entry for a VIP never changes on failover; the gratuitous ARPs
   re-teach the switches where that MAC now is. As keepalived does, the base interface gets
   ``arp_ignore=1`` and ``arp_filter=1`` (only the VMAC answers ARP for the VIP) and the
-  VMAC ``arp_ignore=1``; the old values are restored when herder stops. Adverts are
+  VMAC ``arp_ignore=1``; herder adds ``arp_announce=2`` on the base interface
+  (:meth:`SysctlGuard.vmac` says why); the old values are restored when herder stops. Adverts are
   sent and received on the VMAC (a macvlan in private mode hands multicast frames from
   its own MAC only to itself, not to the base interface).
 
@@ -405,9 +406,15 @@ class SysctlGuard:
             log.info("set %s = %s (was %s)", key, value, old)
 
     def vmac(self, base: str, vmac: str) -> None:
-        """keepalived's settings for a VMAC: only the VMAC answers ARP for the VIPs."""
+        """Settings for a VMAC: only the VMAC answers ARP for the VIPs (keepalived's
+        arp_ignore/arp_filter), and the base interface never names a VIP as the sender of
+        its own ARP requests (arp_announce=2, herder's addition: with the default 0, a
+        reply from the VIP to a host makes the base interface ask "who has <host> tell
+        <VIP>", and the host then points its entry for the VIP at the base MAC, which
+        defeats the VMAC; measured in tests/netns/test_vrrp.py)."""
         self.set(_conf(base, "arp_ignore"), "1")
         self.set(_conf(base, "arp_filter"), "1")
+        self.set(_conf(base, "arp_announce"), "2")
         self.set(_conf(vmac, "arp_ignore"), "1")
 
     def restore(self) -> None:

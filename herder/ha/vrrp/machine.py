@@ -722,7 +722,8 @@ class VrrpMachine:
             self.master = self.master_priority = None
         self._transition(event, now, cause)
         self._down_at = now + self.master_down_interval()
-        self._down_cause = f"master down: no advert for {self.master_down_interval():.3f}s"
+        who = f" from {self.master}" if self.master is not None else ""
+        self._down_cause = f"master down: no advert{who} for {self.master_down_interval():.3f}s"
 
     def _clear_timers(self) -> None:
         self._adver_at = self._down_at = self._garp_at = self._refresh_at = None
