@@ -40,6 +40,7 @@ EXTENSION_MODULES: list[str] = [
     "herder.l4.config",
     "herder.l4.director",
     "herder.l4.ipvsadm",
+    "herder.l4.keepalived_vs",
     "herder.ha.vrrp.component",
     "herder.ha.keepalived_conf",
 ]
