@@ -43,6 +43,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 
+import numpy as np
+
 from herder.balance.maglev import maglev_table
 from herder.l4.ruleset import (
     DEFAULT_SEED,
@@ -135,7 +137,7 @@ def _table(spec: VirtualServiceSpec, names: list[str], weights: list[int]) -> li
         return wrr_table(weights)
     if sched in (Scheduler.SH, Scheduler.DH):
         return hash_table(weights)
-    return maglev_table(names, weights, spec.table_size).tolist()
+    return maglev_table(names, weights, spec.table_size)  # type: ignore[return-value]  (an int array)
 
 
 def plan(
@@ -213,7 +215,10 @@ def plan(
         names = [d.server for d in dests if d.weight > 0]
         weights = [d.weight for d in dests if d.weight > 0]
         by_name = {d.server: d.id for d in dests}
-        table_ids = tuple(by_name[names[i]] for i in _table(spec, names, weights))
+        slots = _table(spec, names, weights)
+        ids_of = [by_name[n] for n in names]
+        table_ids = tuple(ids_of[i] for i in slots) if len(slots) < 4096 else tuple(
+            np.asarray(ids_of, dtype=np.int64)[np.asarray(slots, dtype=np.int64)].tolist())
         services.append(VirtualService(spec, tuple(dests), table_ids, frozenset(d.id for d in dests)))
     return Ruleset(
         services=tuple(services), table=table, seed=seed, next_id=next_id,

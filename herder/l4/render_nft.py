@@ -39,6 +39,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+import numpy as np
+
 from herder.l4.ruleset import Forward, Ruleset, Scheduler, VirtualService
 
 __all__ = ["NftChain", "NftMap", "NftModel", "NftTable", "diff", "full_text", "render", "service_id",
@@ -57,6 +59,9 @@ class NftMap:
     elements: Mapping[str, str | None] = field(default_factory=lambda: _EMPTY)
     dynamic: bool = False
     kind: str = "map"
+    #: A scheduling map kept dense: slot i -> mark ``slots[i]`` (instead of ``elements``),
+    #: so a 65537-slot Maglev table is diffed as two integer arrays, not two dicts.
+    slots: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +136,7 @@ def _persist_key(svc: VirtualService) -> str:
 
 
 def _slot_map(name: str, svc: VirtualService, mark: str) -> NftMap:
-    return NftMap(name, f"typeof numgen inc mod 65537 : {mark};",
-                  MappingProxyType({str(i): _mark(d) for i, d in enumerate(svc.table)}))
+    return NftMap(name, f"typeof numgen inc mod 65537 : {mark};", slots=tuple(svc.table))
 
 
 def _alive_set(name: str, svc: VirtualService, mark: str) -> NftMap:
@@ -287,9 +291,16 @@ def _elem_text(k: str, v: str | None) -> str:
     return k if v is None else f"{k} : {v}"
 
 
+def _slot_items(slots: tuple[int, ...], idx) -> list[str]:
+    return [f"{i} : {_mark(slots[i])}" for i in idx]
+
+
 def _add_map(t: NftTable, m: NftMap, out: list[str]) -> None:
     out.append(f"add {m.kind} {t.spec} {m.name} {{ {m.decl} }}")
-    if m.elements and not m.dynamic:
+    if m.slots:
+        for part in _elements(_slot_items(m.slots, range(len(m.slots)))):
+            out.append(f"add element {t.spec} {m.name} {{ {part} }}")
+    elif m.elements and not m.dynamic:
         for part in _elements([_elem_text(k, v) for k, v in m.elements.items()]):
             out.append(f"add element {t.spec} {m.name} {{ {part} }}")
 
@@ -299,6 +310,21 @@ def _add_chain(t: NftTable, c: NftChain, out: list[str]) -> None:
         out.append(f"add chain {t.spec} {c.name} {{ {c.hook} }}")
     else:
         out.append(f"add chain {t.spec} {c.name}")
+
+
+def _slot_diff(t: NftTable, n: str, old: tuple[int, ...], new: tuple[int, ...], dels: list[str],
+               adds: list[str]) -> None:
+    """Delete and re-add only the slots whose destination changed (numpy compare)."""
+    a = np.asarray(old, dtype=np.int64)
+    b = np.asarray(new, dtype=np.int64)
+    k = min(len(a), len(b))
+    changed = np.flatnonzero(a[:k] != b[:k])
+    gone = np.concatenate((changed, np.arange(k, len(a)))).tolist()
+    added = np.concatenate((changed, np.arange(k, len(b)))).tolist()
+    for part in _elements([str(i) for i in gone]):
+        dels.append(f"delete element {t.spec} {n} {{ {part} }}")
+    for part in _elements(_slot_items(new, added)):
+        adds.append(f"add element {t.spec} {n} {{ {part} }}")
 
 
 def _table_diff(old: NftTable | None, new: NftTable | None, head: list[str], tail: list[str]) -> None:
@@ -334,6 +360,9 @@ def _table_diff(old: NftTable | None, new: NftTable | None, head: list[str], tai
     for n, m in t.maps.items():
         om = o_maps.get(n)
         if om is None or m.dynamic:
+            continue
+        if m.slots is not None and om.slots is not None:
+            _slot_diff(t, n, om.slots, m.slots, dels, adds)
             continue
         gone = [k for k in om.elements if k not in m.elements or om.elements[k] != m.elements[k]]
         new_items = [_elem_text(k, v) for k, v in m.elements.items()

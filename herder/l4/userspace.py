@@ -163,8 +163,7 @@ class _Client(_Side):
     """The client's side: picks a destination and opens the upstream connection."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  (uvloop's transports are not asyncio.Transport)
         relay = self.relay
         relay.connections.add(self)
         transport.pause_reading()
@@ -197,7 +196,13 @@ class _Client(_Side):
         self.peer = up
         assert up.transport is not None and self.transport is not None
         up.transport.set_write_buffer_limits(HIGH_WATER)
-        if relay.splice and _splice_ok:
+        if self.buffer:
+            # uvloop may deliver data read before pause_reading() took effect
+            up.transport.write(b"".join(self.buffer))
+            self.buffer.clear()
+        if self.eof:
+            up.transport.write_eof()
+        if relay.splice and _splice_ok and not self.eof:
             relay.hand_to_splice(self, up)
             return
         self.transport.resume_reading()
