@@ -69,6 +69,11 @@ def _setup(lab: Lab, d: Path) -> None:
     rs1, director = lab.node("rs1"), lab.node("director")
     rs1.run(["ip", "route", "add", "198.18.0.10/32", "via", DIR])
     director.run(["ip", "addr", "add", f"{VIP}/32", "dev", "eth0"])
+    # The director stands for a machine of its own: its receive processing (the kernel
+    # path's NAT, haproxy's and the relay's sockets alike) runs on core 1 (RPS), where
+    # haproxy and the relay are pinned; without this a veth hands every packet to the
+    # sender's core, and the kernel path would share core 0 with wrk and the backend.
+    director.run(["sh", "-c", "echo 2 > /sys/class/net/eth0/queues/rx-0/rps_cpus"])
     (d / "nginx.conf").write_text(f"""worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/nginx.err;
 events {{ worker_connections 8192; }}
 http {{ access_log off; server {{ listen {RS}:{PORTS['http']} backlog=4096;
