@@ -115,8 +115,28 @@ def _scan_careful(raw: bytes) -> list[tuple[bytes, bytes, int, int]]:
     return out
 
 
+_MEMO: dict[tuple, ResponseHead] = {}
+_MEMO_MAX = 1024
+
+
 def parse_response_head(raw: bytes, *, request_method: bytes, want_cookies: bool,
                         want_cache: bool = False) -> ResponseHead:
+    """Like :func:`scan_response_head`, remembered: a server sends the same head over and
+    over (its Date changes once a second), so most heads are a dictionary lookup. The
+    result must be treated as read-only."""
+    key = (raw, request_method == b"HEAD", want_cookies, want_cache)
+    rh = _MEMO.get(key)
+    if rh is None:
+        rh = scan_response_head(raw, request_method=request_method, want_cookies=want_cookies,
+                                want_cache=want_cache)
+        if len(_MEMO) >= _MEMO_MAX:
+            _MEMO.clear()
+        _MEMO[key] = rh
+    return rh
+
+
+def scan_response_head(raw: bytes, *, request_method: bytes, want_cookies: bool,
+                       want_cache: bool = False) -> ResponseHead:
     """Scan a response head (``raw`` ends just before the blank line) for what matters.
 
     ``want_cookies``: Set-Cookie values are returned (and removed from the head, for the
