@@ -157,8 +157,8 @@ class VrrpComponent:
             if inst.spec.priority == 255 and (inst.spec.track_scripts or inst.spec.track_interfaces):
                 log.warning("(%s) is the address owner (priority 255): tracking weights do not change its "
                             "priority; only faults apply", inst.spec.name)
+        self.services.start()  # its first results (no retrack yet: the drivers are not running)
         self._started = True
-        self.services.start()
         self._retrack(apply=False)
         for inst in self.instances.values():
             assert inst.driver is not None and inst.tracking is not None
@@ -197,6 +197,7 @@ class VrrpComponent:
             self.sockets[key] = sock
         vips = {v.ip: (v.interface, v.dev, v.label) for v in spec.vips}
         inst.backend = HostActions(nl, spec.name, vips, vip_link, vip_link)
+        inst.backend.open(spec.family)
         config = InstanceConfig(
             name=spec.name, vrid=spec.vrid, priority=spec.priority, version=spec.version, family=spec.family,
             advert_int_s=spec.advert_int_s, vips=spec.vip_addresses,
