@@ -985,6 +985,12 @@ herder ipvsadm: the ipvsadm command language, programmed into nftables.
 
 Schedulers: rr wrr sh dh mh. Forwarding: -m (NAT), -g (direct routing; the default, as in
 ipvsadm). -i (tunnelling), -f, -x/-y and IPv6 are not supported. See docs/l4.md.
+
+examples (the lecture's three lines, addresses changed):
+  herder ipvsadm -A -t 198.18.0.100:80 -s rr
+  herder ipvsadm -a -t 198.18.0.100:80 -r 198.18.0.11:80 -m
+  herder ipvsadm -a -t 198.18.0.100:80 -r 198.18.0.12:80 -m
+  herder ipvsadm -L -n
 """
 
 
