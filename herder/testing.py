@@ -251,3 +251,5 @@ class _Handler(socketserver.BaseRequestHandler):
                 sock.sendall(resp)
             except OSError:
                 return
+            if b"\r\nconnection: close" in head.lower():
+                return

@@ -77,6 +77,9 @@ for _key, _field in {
     "device": Field(Str(pattern=r"[A-Za-z0-9_.:-]{1,15}", what="an interface name"),
                     doc="DR: the interface VIP traffic arrives on (default: the VIP's)"),
     "table_size": Field(_Prime(), doc="mh: Maglev table size, a prime (65537)"),
+    "engine": Field(Str(choices=("auto", "kernel", "relay")),
+                    doc="auto: as [l4] backend says; relay: always the userspace relay (a full proxy, "
+                        "as HAProxy's mode tcp); kernel: always nftables"),
 }.items():
     register_service_key(_key, _field)
 

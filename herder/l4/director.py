@@ -323,11 +323,27 @@ def _nft_usable() -> str | None:
 
 
 def _factory(rt: Runtime) -> list[Any]:
-    specs = specs_from_config(rt.config)
-    if not specs:
+    all_specs = specs_from_config(rt.config)
+    if not all_specs:
         return []
     settings = l4_settings(rt.config.section("l4"))  # type: ignore[arg-type]
+
+    def engine(spec) -> str:
+        svc = rt.config.services.get(spec.name)
+        return str(svc.settings.get("engine") or "auto") if svc is not None else "auto"
+
+    out: list[Any] = []
+    relayed = [sp for sp in all_specs if engine(sp) == "relay"]
+    specs = [sp for sp in all_specs if engine(sp) != "relay"]
+    if relayed:
+        from herder.l4.userspace import Relay
+
+        out.append(Relay(relayed, rt.pool_state, settings))
+    if not specs:
+        return out
     backend = settings.backend
+    if backend != "auto" and any(engine(sp) == "kernel" for sp in specs) and backend == "userspace":
+        log.warning("l4: [l4] backend is userspace; services with engine = \"kernel\" use it too")
     if backend == "auto":
         why = _nft_usable()
         if why is None:
@@ -339,7 +355,7 @@ def _factory(rt: Runtime) -> list[Any]:
     if backend == "userspace":
         from herder.l4.userspace import Relay
 
-        return [Relay(specs, rt.pool_state, settings)]
+        return [*out, Relay(specs, rt.pool_state, settings)]
     nft: NftBackend
     if backend == "recording":
         nft = RecordingBackend()
@@ -349,7 +365,7 @@ def _factory(rt: Runtime) -> list[Any]:
         nft = NftCli()
     else:
         nft = default_backend()
-    return [Director(specs, rt.pool_state, nft, settings, resolve=backend != "recording")]
+    return [*out, Director(specs, rt.pool_state, nft, settings, resolve=backend != "recording")]
 
 
 register_component("l4", _factory, order=55)

@@ -546,9 +546,7 @@ class _Loader:
     def build(self) -> None:
         ctx = self.ctx
         for p in self.proxies:
-            if p.mode != "http":
-                self.err(p.line, p.kind, f"{p.name}: mode tcp is not supported yet: it needs herder's L4 "
-                                         "relay (a later feature); use mode http")
+            if p.mode == "tcp" and not self.tcp_ok(p):
                 continue
             key = p.name
             if p.kind in ("backend", "listen"):
@@ -566,6 +564,19 @@ class _Loader:
                     self.err(p.line, p.kind, f"{p.name}: no bind address (add `bind ADDR:PORT`)")
                     continue
                 default = p.name if p.kind == "listen" else (p.default_backend or "")
+                if p.mode == "tcp":
+                    # HAProxy's mode tcp is a full proxy: herder's L4 userspace relay
+                    be = p if p.kind == "listen" else next(
+                        (b for b in self.proxies if b.name == default and b.kind == "backend"), None)
+                    if be is not None and be.mode != "tcp":
+                        self.err(p.line, p.kind, f"{p.name}: mode tcp, but backend {default} is mode http")
+                        continue
+                    tcp_settings = {"engine": "relay", "scheduler": _TCP_BALANCE[be.balance if be else "roundrobin"]}
+                    self.frag.services[key] = Service(key, default, "tcp", tuple(p.binds), frozen_map(tcp_settings))
+                    ctx.lines.record(("services", key), p.line)
+                    self.frag.where[("service", key)] = (ctx, ("services", key))
+                    self.frag.declared.add(("service", key))
+                    continue
                 settings: dict[str, Any] = {}
                 if p.use_backend:
                     settings["routing"] = Routing(tuple((cond, target) for _, cond, target in p.use_backend))
@@ -584,6 +595,21 @@ class _Loader:
                     ctx.lines.record(("services", key, "routing"), p.use_backend[0][0])
                 self.frag.where[("service", key)] = (ctx, ("services", key))
                 self.frag.declared.add(("service", key))
+
+    def tcp_ok(self, p: _Proxy) -> bool:
+        """mode tcp runs on the L4 relay: only what it can do is accepted."""
+        ok = True
+        if p.balance not in _TCP_BALANCE:
+            self.err(p.balance_line or p.line, "balance", f"{p.name}: balance {p.balance} in mode tcp is not "
+                     f"supported yet ({', '.join(_TCP_BALANCE)} are)")
+            ok = False
+        http_only = [k for k, v in (("cookie", p.cookie), ("use_backend", p.use_backend), ("http-request", p.http_rules),
+                                    ("option forwardfor", p.options.get("forwardfor")), ("cache", p.cache_use))
+                     if v]
+        if http_only:
+            self.err(p.line, p.kind, f"{p.name}: {', '.join(http_only)} need(s) mode http")
+            ok = False
+        return ok
 
     def cache_policy(self, p: _Proxy):
         if p.cache_use is None:
@@ -671,7 +697,8 @@ class _Loader:
                     self.err(p.line, "option httpchk", f"{p.name}: {e.key}: {e.message}")
                 return None
             checks = (frozen_map(parsed),)
-        settings: dict[str, Any] = {"initial_state": HealthState.DOWN}
+        # HAProxy starts a checked server UP; `fall` failed checks take it down
+        settings: dict[str, Any] = {"initial_state": HealthState.UP}
         if p.cookie:
             settings["cookie"] = p.cookie
         if p.retries is not None:
@@ -711,6 +738,10 @@ def _frontend_settings(p: _Proxy, settings: dict[str, Any]) -> None:
         settings["http_rules"] = tuple(p.http_rules)
     if p.rate_limit is not None:
         settings["rate_limit"] = p.rate_limit
+
+
+#: HAProxy balance algorithms that the L4 relay's schedulers provide, for mode tcp.
+_TCP_BALANCE = {"roundrobin": "wrr", "static-rr": "wrr", "source": "sh"}
 
 
 def _rate_acl(words: list[str]) -> int | None:

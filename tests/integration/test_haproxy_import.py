@@ -73,7 +73,10 @@ backend api
     ("listen x 127.0.0.1:80\n  server a 1.2.3.4:80 ssl\n", "h.cfg:2: server: unsupported server parameter 'ssl'"),
     ("global\n  lua-load x.lua\n", "h.cfg:2: lua-load: unsupported global keyword"),
     ("listen x 127.0.0.1:80\n  use_backend y if nope\n", "h.cfg:2: use_backend: unknown ACL 'nope'"),
-    ("listen x 127.0.0.1:80\n  mode tcp\n  server a 1.2.3.4:80\n", "h.cfg:1: listen: x: mode tcp is not supported yet"),
+    ("listen x 127.0.0.1:80\n  mode tcp\n  balance uri\n  server a 1.2.3.4:80\n",
+     "h.cfg:3: balance: x: balance uri in mode tcp is not supported yet"),
+    ("listen x 127.0.0.1:80\n  mode tcp\n  option forwardfor\n  server a 1.2.3.4:80\n",
+     "h.cfg:1: listen: x: option forwardfor need(s) mode http"),
     ("frontend f\n  default_backend b\n", "h.cfg:1: frontend: f: no bind address"),
     ("frontend f\n  bind :80\n  default_backend missing\n", "h.cfg:3: services.f.pool: service 'f' names pool 'missing'"),
     ("backend b\n  balance roundrobinn\n", "h.cfg:2: balance: unknown balance algorithm 'roundrobinn'"),
@@ -109,3 +112,41 @@ listen web 127.0.0.1:{port}
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(5)
+
+
+def test_mode_tcp_runs_on_the_l4_relay(tmp_path):
+    from herder.testing import RecordingBackend, run_herder, stop_process
+
+    a, b = RecordingBackend("a"), RecordingBackend("b")
+    port = free_port()
+    (tmp_path / "tcp.cfg").write_text(f"""
+listen db
+    mode tcp
+    bind 127.0.0.1:{port}
+    balance roundrobin
+    server a 127.0.0.1:{a.port} check inter 500
+    server b 127.0.0.1:{b.port} check inter 500 weight 2
+""")
+    p = run_herder(str(tmp_path / "tcp.cfg"), log=open(tmp_path / "log", "w"))
+    try:
+        wait_port("127.0.0.1", port)
+        import socket
+
+        seen = []
+        deadline = time.monotonic() + 10
+        while len(seen) < 30 and time.monotonic() < deadline:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                out = b""
+                while chunk := s.recv(4096):
+                    out += chunk
+            if out:
+                seen.append(out.split(b"\r\n\r\n", 1)[1].split(b" ")[0])
+        assert len(seen) == 30
+        assert seen.count(b"a") == 10 and seen.count(b"b") == 20
+        # bytes are relayed as they are: no X-Forwarded-For, no rewritten head
+        assert all(b"X-Forwarded-For" not in h for h in a.requests() + b.requests())
+    finally:
+        stop_process(p)
+        a.shutdown()
+        b.shutdown()
