@@ -24,7 +24,7 @@ from herder.config.native import load_toml
 from herder.config.schema import Ctx
 from herder.pool.model import frozen_map
 
-__all__ = ["Importer", "detect", "load_files", "load_strings", "load_text", "register_importer"]
+__all__ = ["Importer", "detect", "load_files", "load_strings", "load_text", "register_config_check", "register_importer"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,26 @@ class Importer:
 
 
 _importers: list[Importer] = []
+_config_checks: list = []
+
+
+def register_config_check(fn) -> None:
+    """Add a check that needs the merged configuration (a reference from a layer's section
+    to a pool or region): ``fn(config) -> list[ConfigError | str]``; a string reads
+    ``"FILE:LINE: KEY: message"``. Called only when every file parsed cleanly."""
+    _config_checks.append(fn)
+
+
+def _as_error(item) -> ConfigError:
+    if isinstance(item, ConfigError):
+        return item
+    text = str(item)
+    where, _, rest = text.partition(": ")
+    file, _, line = where.rpartition(":")
+    key, _, message = rest.partition(": ")
+    if file and line.isdigit() and message:
+        return ConfigError(file, int(line), key, message)
+    return ConfigError(where if rest else "(config)", None, "", rest or text)
 
 
 def register_importer(importer: Importer) -> None:
@@ -126,9 +146,18 @@ def load_files(paths: Iterable[str]) -> Config:
         frags.append(frag)
     config, merge_errors = merge(frags, tuple(paths))
     errors.extend(merge_errors)
+    if not errors:
+        errors.extend(_later_checks(config))
     if errors:
         raise ConfigErrors(errors)
     return config
+
+
+def _later_checks(config: Config) -> list[ConfigError]:
+    out: list[ConfigError] = []
+    for fn in _config_checks:
+        out.extend(_as_error(e) for e in fn(config))
+    return out
 
 
 def load_strings(sources: Iterable[tuple[str, str]]) -> Config:
@@ -139,6 +168,8 @@ def load_strings(sources: Iterable[tuple[str, str]]) -> Config:
     errors = [e for f in frags for e in f.ctx.errors]
     config, merge_errors = merge(frags, ())
     errors.extend(merge_errors)
+    if not errors:
+        errors.extend(_later_checks(config))
     if errors:
         raise ConfigErrors(errors)
     return config

@@ -4,8 +4,8 @@ Registered with herder's schema library (:mod:`herder.config.native`), so every 
 names ``file:line: key`` and unknown keys are errors. Zone files and inline records are
 loaded while the file is checked: ``herder check`` reports zone syntax errors with the
 zone file's line too. Reference checks that need the merged configuration (a name's pool,
-a map's regions) happen when the DNS component starts (:func:`check_references`), with
-the same ``file:line: key`` form.
+a map's regions) run once every file is merged (:func:`check_references`, registered with
+the loader), with the same ``file:line: key`` form, for ``herder check`` and ``herder run``.
 
 The full key reference is docs/dns.md; in short::
 
@@ -326,8 +326,9 @@ def _build_dns(v: dict, path: Path, ctx: Ctx):
             pol = NamePolicy(pol.name, pol.pool, pol.policy, ttl, pol.max_answers, pol.secondary, pol.fallback,
                              pol.sorry)
         names.append(pol)
-        where[f"name:{text}"] = ctx.where((*p, "pool"))
-        where[f"name:{text}:secondary"] = ctx.where((*p, "secondary"))
+        key = text.rstrip(".")  # check_references looks names up without the final dot
+        where[f"name:{key}"] = ctx.where((*p, "pool"))
+        where[f"name:{key}:secondary"] = ctx.where((*p, "secondary"))
     maps = []
     for text, m in v["maps"].items():
         p = (*path, "maps", text)
@@ -340,9 +341,9 @@ def _build_dns(v: dict, path: Path, ctx: Ctx):
             ok = False
             continue
         maps.append(m)
-        where[f"map:{text}"] = ctx.where(p)
+        where[f"map:{text.rstrip('.')}"] = ctx.where(p)
         if m.pool:
-            where[f"map:{text}:pool"] = ctx.where((*p, "pool"))
+            where[f"map:{text.rstrip('.')}:pool"] = ctx.where((*p, "pool"))
     latency = v["latency"] or ()
     if v["default_region"] is not None:
         where["default_region"] = ctx.where((*path, "default_region"))

@@ -52,6 +52,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from herder.api.server import Request, add_route
+from herder.config.load import register_config_check
 from herder.config.native import register_section
 from herder.dns.answer import ClientClass, View, answer_set, classify, client_prefix, source_prefix
 from herder.dns.config import DNS_SECTION, DnsSettings, check_references, make_view
@@ -499,6 +500,16 @@ def _factory(runtime: Runtime) -> list[DnsServer]:
         log.error("dns: %d configuration error(s); not starting", len(errors))
         raise SystemExit(1)
     return [DnsServer(settings, runtime.pool_state, regions=runtime.config.regions)]
+
+
+def _config_check(config) -> list[str]:
+    settings = config.section("dns")
+    if not isinstance(settings, DnsSettings):
+        return []
+    return check_references(settings, config.pools, config.regions)
+
+
+register_config_check(_config_check)
 
 
 def _api_status(runtime: Runtime, request: Request) -> tuple[int, object]:

@@ -40,7 +40,7 @@ def test_defaults():
 
 
 def test_names_inherit_the_section_ttl():
-    s = load(BASE.replace("[dns.zones", 'ttl = 7\n[dns.names."app.example.com"]\npool = "web"\n[dns.zones'))
+    s = load('[pools.web]\n' + BASE.replace("[dns.zones", 'ttl = 7\n[dns.names."app.example.com"]\npool = "web"\n[dns.zones'))
     assert s.names[0].ttl == 7 and s.names[0].policy == "simple"
 
 
@@ -86,9 +86,18 @@ def test_errors_name_file_line_and_key(desc, text, expected):
     assert any(expected in e for e in errs), errs
 
 
-def test_references_are_checked_at_start():
-    cfg = load_strings([("t.toml", BASE + '[dns.names."a.example.com"]\npool = "nope"\n'
-                         '[dns.maps."example.com"]\nmode = "cname"\nlocal = ["mars"]\n')])
-    errs = check_references(cfg.section("dns"), cfg.pools, cfg.regions)
-    assert any("t.toml:6: dns.names.a.example.com.pool: pool 'nope' is not defined" in e for e in errs), errs
+def test_references_are_checked_once_files_are_merged():
+    with pytest.raises(ConfigErrors) as ei:
+        load_strings([("t.toml", BASE + '[dns.names."a.example.com"]\npool = "nope"\n'
+                       '[dns.maps."example.com"]\nmode = "cname"\nlocal = ["mars"]\n')])
+    errs = [str(e) for e in ei.value.errors]
+    assert "t.toml:6: dns.names.a.example.com.pool: pool 'nope' is not defined" in errs, errs
     assert any("region 'mars' is not defined" in e for e in errs), errs
+
+
+def test_check_references_directly():
+    from herder.dns.config import DnsSettings
+
+    s = load('[pools.web]\n' + BASE + '[dns.names."a.example.com"]\npool = "web"\n')
+    assert isinstance(s, DnsSettings)
+    assert check_references(s, {}, {}) == ["t.toml:7: dns.names.a.example.com.pool: pool 'web' is not defined"]
