@@ -62,8 +62,13 @@ _config_checks: list = []
 
 def register_config_check(fn) -> None:
     """Add a check that needs the merged configuration (a reference from a layer's section
-    to a pool or region): ``fn(config) -> list[ConfigError | str]``; a string reads
-    ``"FILE:LINE: KEY: message"``. Called only when every file parsed cleanly."""
+    to a pool or region, a service whose keys only make sense together).
+
+    ``fn(config, report)`` either calls ``report(kind, name, sub, message)`` -- ``kind`` is
+    ``"service"``, ``"pool"``, ``"region"`` or ``"section"``, ``sub`` a key path inside it --
+    so that the error gets the declaring file and line, or returns a list of
+    :class:`ConfigError` or ``"FILE:LINE: KEY: message"`` strings. Called only when every
+    file parsed cleanly."""
     _config_checks.append(fn)
 
 
@@ -144,20 +149,11 @@ def load_files(paths: Iterable[str]) -> Config:
         frag = load_text(p, text)
         errors.extend(frag.ctx.errors)
         frags.append(frag)
-    config, merge_errors = merge(frags, tuple(paths))
+    config, merge_errors = merge(frags, tuple(paths), checks=not errors)
     errors.extend(merge_errors)
-    if not errors:
-        errors.extend(_later_checks(config))
     if errors:
         raise ConfigErrors(errors)
     return config
-
-
-def _later_checks(config: Config) -> list[ConfigError]:
-    out: list[ConfigError] = []
-    for fn in _config_checks:
-        out.extend(_as_error(e) for e in fn(config))
-    return out
 
 
 def load_strings(sources: Iterable[tuple[str, str]]) -> Config:
@@ -166,17 +162,16 @@ def load_strings(sources: Iterable[tuple[str, str]]) -> Config:
     sources = list(sources)
     frags = [load_text(name, text) for name, text in sources]
     errors = [e for f in frags for e in f.ctx.errors]
-    config, merge_errors = merge(frags, ())
+    config, merge_errors = merge(frags, (), checks=not errors)
     errors.extend(merge_errors)
-    if not errors:
-        errors.extend(_later_checks(config))
     if errors:
         raise ConfigErrors(errors)
     return config
 
 
-def merge(frags: list[Fragment], files: tuple[str, ...]) -> tuple[Config, list[ConfigError]]:
-    """Merge fragments (names unique across files) and check cross references."""
+def merge(frags: list[Fragment], files: tuple[str, ...], checks: bool = False) -> tuple[Config, list[ConfigError]]:
+    """Merge fragments (names unique across files) and check cross references; with
+    ``checks`` (and no error so far), also run the registered configuration checks."""
     errors: list[ConfigError] = []
     pools: dict = {}
     services: dict = {}
@@ -249,4 +244,15 @@ def merge(frags: list[Fragment], files: tuple[str, ...]) -> tuple[Config, list[C
         regions=frozen_map(regions),
         sections=frozen_map(sections),
     )
+    if checks and not errors:
+
+        def report(kind: str, name: str, sub: tuple, message: str) -> None:
+            frag = owner.get((kind, name))
+            if frag is None:
+                errors.append(ConfigError("(config)", None, f"{kind}s.{name}", message))
+            else:
+                err(frag, (kind, name), message, tuple(sub))
+
+        for fn in _config_checks:
+            errors.extend(_as_error(e) for e in (fn(config, report) or ()))
     return config, errors

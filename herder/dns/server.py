@@ -502,7 +502,7 @@ def _factory(runtime: Runtime) -> list[DnsServer]:
     return [DnsServer(settings, runtime.pool_state, regions=runtime.config.regions)]
 
 
-def _config_check(config) -> list[str]:
+def _config_check(config, report) -> list[str]:
     settings = config.section("dns")
     if not isinstance(settings, DnsSettings):
         return []

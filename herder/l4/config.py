@@ -27,6 +27,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from herder.config.load import register_config_check
 from herder.config.native import register_section, register_service_key
 from herder.config.schema import Bool, Duration, Field, Int, Spec, Str, Table
 from herder.l4.ruleset import DEFAULT_SEED, Forward, Scheduler, VirtualServiceSpec
@@ -175,3 +176,27 @@ def specs_from_services(services: Iterable[Service]) -> list[VirtualServiceSpec]
 def specs_from_config(config) -> list[VirtualServiceSpec]:
     """The L4 specs of a loaded :class:`~herder.config.model.Config`."""
     return specs_from_services(config.services.values())
+
+
+def _config_check(config, report) -> None:
+    """`herder check` sees what only the combination of a service's keys reveals (a VIP that
+    is not an IPv4 address, two services on one VIP and port...), with the service's line."""
+    seen: dict[str, str] = {}
+    for svc in config.services.values():
+        if svc.mode not in ("tcp", "udp"):
+            continue
+        if not svc.listen:
+            report("service", svc.name, ("listen",), "an L4 service needs `listen` (the VIP and port)")
+            continue
+        for ep in svc.listen:
+            try:
+                spec = spec_for(svc, ep.host, ep.port)
+            except ValueError as e:
+                report("service", svc.name, ("listen",), str(e).removeprefix(f"services.{svc.name}: "))
+                continue
+            if spec.key in seen:
+                report("service", svc.name, ("listen",), f"{spec.key} is also declared by services.{seen[spec.key]}")
+            seen.setdefault(spec.key, svc.name)
+
+
+register_config_check(_config_check)

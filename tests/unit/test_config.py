@@ -254,3 +254,14 @@ def test_endpoints(text, ep):
 def test_bad_endpoints(text):
     with pytest.raises(ValueError):
         parse_endpoint(text)
+
+
+def test_checks_on_the_merged_config_name_the_line_of_the_service():
+    with pytest.raises(ConfigErrors) as ei:
+        load_strings([("l4.toml", '[pools.p]\n[services.a]\npool = "p"\nmode = "tcp"\nlisten = "vip.example:80"\n'
+                                  '[services.b]\npool = "p"\nmode = "tcp"\nlisten = "198.18.0.1:80"\n'
+                                  '[services.c]\npool = "p"\nmode = "tcp"\nlisten = "198.18.0.1:80"\n')])
+    assert [str(e) for e in ei.value.errors] == [
+        "l4.toml:5: services.a.listen: virtual address 'vip.example' is not an IP address",
+        "l4.toml:13: services.c.listen: tcp:198.18.0.1:80 is also declared by services.b",
+    ]
