@@ -197,7 +197,7 @@ class VrrpComponent:
             self.sockets[key] = sock
         vips = {v.ip: (v.interface, v.dev, v.label) for v in spec.vips}
         inst.backend = HostActions(nl, spec.name, vips, vip_link, vip_link)
-        inst.backend.open(spec.family)
+        await inst.backend.open(spec.family)
         config = InstanceConfig(
             name=spec.name, vrid=spec.vrid, priority=spec.priority, version=spec.version, family=spec.family,
             advert_int_s=spec.advert_int_s, vips=spec.vip_addresses,

@@ -372,11 +372,11 @@ class InstanceDriver:
                     if self.machine.stats.became_master:
                         log.info("(%s) VIPs removed: %s", self.name, ", ".join(map(str, action.addresses)))
                 elif isinstance(action, (SendGratuitousArp, SendNeighborAdvert)):
-                    log.info("(%s) sending %d %s for %s (%s)", self.name, action.count,
+                    await self.backend.announce(action.addresses, action.count, action.interval_s)
+                    log.info("(%s) sent %d %s for %s (%s)", self.name, action.count,
                              "gratuitous ARP(s)" if isinstance(action, SendGratuitousArp)
                              else "unsolicited neighbour advert(s)", ", ".join(map(str, action.addresses)),
                              action.reason)
-                    await self.backend.announce(action.addresses, action.count, action.interval_s)
                 elif isinstance(action, Notify) and self.notify is not None:
                     self.notify(action)
             except asyncio.CancelledError:
