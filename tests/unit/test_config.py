@@ -40,7 +40,7 @@ backup = true
 
 [services.www]
 pool = "web"
-mode = "tcp"
+mode = "http"
 listen = ["198.18.0.100:80", "[2001:db8::1]:80"]
 """
 

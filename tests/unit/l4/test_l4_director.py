@@ -4,6 +4,7 @@ real-server planning."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 
 import pytest
@@ -84,9 +85,16 @@ def test_native_config_errors_name_file_line_key(bad, where):
 
 def test_two_services_on_one_vip_port_are_refused():
     text = TOML.replace('listen = "202.103.106.5:21"', 'listen = "202.103.106.5:80"')
-    cfg = load_strings([("l4.toml", text)])
+    # herder check refuses it, naming the line ...
+    with pytest.raises(ConfigErrors, match="also declared"):
+        load_strings([("l4.toml", text)])
+    # ... and so does the director, given such services some other way
+    from herder.l4.config import specs_from_services
+
+    cfg = load_strings([("l4.toml", TOML)])
+    ftp = dataclasses.replace(cfg.services["ftp"], listen=cfg.services["www"].listen)
     with pytest.raises(ValueError, match="also declared"):
-        specs_from_config(cfg)
+        specs_from_services([cfg.services["www"], ftp])
 
 
 def run(coro):
