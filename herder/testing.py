@@ -127,7 +127,8 @@ class RecordingBackend(socketserver.ThreadingTCPServer):
 
     Paths: ``/chunked`` (a chunked response), ``/bad`` (an invalid status line), ``/slow``
     (answers after 2.5 s), ``/big`` (4 MiB body), ``/huge`` (64 MiB, streamed), ``/ws``
-    (a WebSocket-style upgrade, then an upper-casing echo), ``/hold`` (answers after 0.4 s; the
+    (a WebSocket-style upgrade, then an upper-casing echo), ``/setcookie/NAME`` (sets
+    ``NAME=xyz``), ``/hold`` (answers after 0.4 s; the
     highest number of requests held at once is ``max_concurrent``), ``/cacheable[?cc=...]``
     (``Cache-Control: max-age=60`` or the given value, ``Vary: Accept-Language``, a body
     that counts the requests received); anything else answers
@@ -213,6 +214,11 @@ class _Handler(socketserver.BaseRequestHandler):
                     srv.concurrent -= 1
                 out = name + b" " + path + b"\n"
                 resp = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(out), out)
+            elif path.startswith(b"/setcookie/"):
+                cname = path.rsplit(b"/", 1)[1]
+                out = name + b"\n"
+                resp = (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nSet-Cookie: %s=xyz; path=/\r\n"
+                        b"X-Served-By: %s\r\n\r\n%s" % (len(out), cname, name, out))
             elif path.startswith(b"/cacheable"):
                 cc = path.split(b"cc=", 1)[1].replace(b"%20", b" ") if b"cc=" in path else b"max-age=60"
                 out = name + b" " + str(len(srv.received)).encode() + b"\n"

@@ -345,6 +345,9 @@ class ClientConnection(asyncio.Protocol):
         self.in_head = True
         self.head_bytes = 0
         self.pending = False
+        #: Accepted beyond the service's maxconn: not read until a slot frees.
+        self.waiting = False
+        self.held: list[bytes] = []
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -357,12 +360,37 @@ class ClientConnection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        self.proxy.clients.add(self)
+        px = self.proxy
+        px.clients.add(self)
         self.deadline = _now() + self.settings.timeout_http_request
         self.deadline_status = 408
+        if px.serving >= self.settings.maxconn:
+            # Over the service's maxconn: the connection waits, unread, for a slot (HAProxy
+            # leaves it in the accept queue); the request timeout still applies.
+            self.waiting = True
+            transport.pause_reading()  # type: ignore[attr-defined]
+            px.waiting.append(self)
+        else:
+            px.serving += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.proxy.clients.discard(self)
+        px = self.proxy
+        px.clients.discard(self)
+        if self.waiting:
+            self.waiting = False
+        else:
+            px.serving -= 1
+            while px.waiting and px.serving < self.settings.maxconn:
+                nxt = px.waiting.popleft()
+                if nxt.transport is None or not nxt.waiting:
+                    continue
+                nxt.waiting = False
+                px.serving += 1
+                nxt.deadline = _now() + self.settings.timeout_http_request
+                nxt.transport.resume_reading()
+                held, nxt.held = nxt.held, []
+                for data in held:
+                    nxt.data_received(data)
         self.closing = True
         self._release(self.active)
         up = self.upstream
@@ -372,6 +400,11 @@ class ClientConnection(asyncio.Protocol):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
+        if self.waiting:
+            # uvloop delivers the first read even when connection_made paused reading
+            self.held.append(data)
+            self.transport.pause_reading()  # type: ignore[union-attr]
+            return
         if self.tunnel:
             if self.upstream is not None and self.upstream.transport is not None:
                 self.upstream.transport.write(data)
@@ -1215,6 +1248,9 @@ class HttpProxy:
             p: Backend(p, s, self._combine(settings.http_mode, s.http_mode)) for p, s in settings.pools.items()
         }
         self.clients: set[ClientConnection] = set()
+        #: Client connections being served (not waiting for a maxconn slot).
+        self.serving = 0
+        self.waiting: collections.deque[ClientConnection] = collections.deque()
         self.servers: set[ServerConnection] = set()
         rl = settings.rate_limit
         self.rates = RateTable(rl.period, rl.size) if rl is not None else RateTable(1.0, 1)

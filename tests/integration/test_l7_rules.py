@@ -208,3 +208,76 @@ backend be
         assert len(backend.requests()) == 7
     finally:
         stop(p)
+
+
+def test_service_maxconn_holds_extra_connections_until_a_slot_frees(tmp_path, backend):
+    cfg = f"""
+frontend fe
+    bind 127.0.0.1:PORT
+    maxconn 2
+    default_backend be
+backend be
+    server b1 127.0.0.1:{backend.port}
+"""
+    p, port = start(tmp_path, cfg, "haproxy.cfg")
+    try:
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+        for h in held:
+            h.sendall(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert h.recv(4096).startswith(b"HTTP/1.1 200")
+        third = socket.create_connection(("127.0.0.1", port), timeout=5)
+        third.sendall(b"GET /third HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        third.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            third.recv(4096)  # not served while two connections are open
+        assert [h.split(b" ")[1] for h in backend.requests()] == [b"/first", b"/first"]
+        held[0].close()
+        third.settimeout(5)
+        assert third.recv(4096).startswith(b"HTTP/1.1 200")
+        third.close()
+        held[1].close()
+    finally:
+        stop(p)
+
+
+def test_insert_and_rewrite_cookie_modes(tmp_path):
+    a, b = RecordingBackend("a"), RecordingBackend("b")
+    cfg = f"""
+listen ins
+    bind 127.0.0.1:PORT
+    cookie SRV insert indirect nocache
+    server a 127.0.0.1:{a.port} cookie A
+    server b 127.0.0.1:{b.port} cookie B
+"""
+    p, port = start(tmp_path, cfg, "haproxy.cfg")
+    try:
+        first = get(port, "/x")
+        served = first.split(b"X-Served-By: ")[1][:1].upper()
+        assert f"\r\nSet-Cookie: SRV={served.decode()}; path=/\r\n".encode() in first
+        assert b"\r\nCache-Control: private\r\n" in first
+        for _ in range(4):
+            again = get(port, "/y", f"Cookie: SRV={served.decode()}\r\n")
+            assert again.split(b"X-Served-By: ")[1][:1].upper() == served
+            assert b"Set-Cookie" not in again  # the client already has it
+        # indirect: the servers never see the persistence cookie
+        assert all(b"SRV=" not in h for h in a.requests() + b.requests())
+    finally:
+        stop(p)
+    port2 = free_port()
+    (tmp_path / "rw.cfg").write_text(f"""
+listen rw
+    bind 127.0.0.1:{port2}
+    cookie SID rewrite
+    server a 127.0.0.1:{a.port} cookie A
+""")
+    p2 = run_herder(str(tmp_path / "rw.cfg"))
+    try:
+        wait_port("127.0.0.1", port2)
+        out = get(port2, "/setcookie/SID")
+        assert b"\r\nSet-Cookie: SID=A; path=/\r\n" in out  # the server's value became the server's id
+        again = get(port2, "/z", "Cookie: SID=A\r\n")
+        assert again.startswith(b"HTTP/1.1 200")
+    finally:
+        stop(p2)
+        a.shutdown()
+        b.shutdown()
