@@ -504,3 +504,53 @@ def test_interop_with_keepalived_both_ways(lab_up, capsys, version, advert):
         h1.stop()
     finally:
         cleanup_keepalived(d2)
+
+
+def test_unicast_peers_and_sync_group(lab_up):
+    """Two instances per director in a sync group, adverts by unicast: a fault of one
+    member moves both instances to the other director."""
+    lab = lab_up("vrrp")
+    d1, d2 = lab.node("dir1"), lab.node("dir2")
+    flag = lab.state_dir / "vrrp" / "dir1-ok"
+    flag.parent.mkdir(parents=True, exist_ok=True)
+    flag.write_text("ok\n")
+
+    def conf(prio: int, me: str, peer: str, script: bool) -> str:
+        chk = f'[vrrp.scripts.chk]\nscript = "test -e {flag}"\ninterval = 0.1\n' if script else ""
+        track = 'track_script = ["chk"]' if script else ""
+        inst = "".join(f"""
+[vrrp.instances.{name}]
+interface = "eth0"
+virtual_router_id = {vrid}
+priority = {prio}
+version = 3
+advert_int = 0.1
+unicast_src_ip = "{me}"
+unicast_peer = ["{peer}"]
+virtual_ipaddress = ["{vip}/24"]
+{track if name == "VI_2" else ""}
+""" for name, vrid, vip in (("VI_1", 51, VIP), ("VI_2", 52, "198.18.0.101")))
+        return f'[api]\nlisten = "127.0.0.1:{API_PORT}"\n{chk}{inst}\n[vrrp.sync_groups.G]\ngroup = ["VI_1", "VI_2"]\n'
+
+    h1 = start_herder(d1, conf(150, "198.18.0.2", "198.18.0.3", True))
+    h2 = start_herder(d2, conf(100, "198.18.0.3", "198.18.0.2", False))
+    for name in ("VI_1", "VI_2"):
+        wait_state(d1, "MASTER", 3, name)
+        wait_for(f"dir2 {name} to follow", lambda n=name: inst(d2, n)["master"] == "198.18.0.2", 3)
+    s1 = status(d1)
+    assert s1["sync_groups"]["G"]["state"] == "MASTER"
+    assert s1["instances"]["VI_1"]["unicast_peers"] == ["198.18.0.3"]
+    assert s1["sockets"][0]["joined"] is False  # unicast only: no multicast group joined
+    assert set(vips(d1)) >= {VIP, "198.18.0.101"}
+
+    flag.unlink()  # VI_2's script fails (weight 0 in a sync group: FAULT), VI_1 follows
+    for name in ("VI_1", "VI_2"):
+        wait_state(d2, "MASTER", 3, name)
+        wait_state(d1, "FAULT", 1, name)
+    assert inst(d1, "VI_1")["faults"] == ["sync group G: VI_2 in fault"]
+    assert not {VIP, "198.18.0.101"} & set(vips(d1))
+    flag.write_text("ok\n")
+    for name in ("VI_1", "VI_2"):
+        wait_state(d1, "MASTER", 3, name)
+    h1.stop()
+    h2.stop()

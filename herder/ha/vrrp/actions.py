@@ -330,13 +330,19 @@ def _conf(ifname: str, name: str) -> str:
 
 
 class ActionBackend(Protocol):
-    """What the driver needs done; :class:`HostActions` does it on this host."""
+    """What the driver needs done; :class:`HostActions` does it on this host.
 
-    async def add_vips(self, addresses: Iterable[IPAddress]) -> None: ...
+    Every method is synchronous and quick (a netlink request, a raw frame): the driver
+    calls them inline, the moment the machine asks, so nothing on the failover path
+    waits for another loop iteration or thread."""
 
-    async def del_vips(self, addresses: Iterable[IPAddress]) -> None: ...
+    def add_vips(self, addresses: Iterable[IPAddress]) -> None: ...
 
-    async def announce(self, addresses: Iterable[IPAddress], count: int, interval_s: float) -> None: ...
+    def del_vips(self, addresses: Iterable[IPAddress]) -> None: ...
+
+    def announce(self, addresses: Iterable[IPAddress]) -> None:
+        """One gratuitous ARP (IPv4) or unsolicited NA (IPv6) per address."""
+        ...
 
 
 class HostActions:
@@ -381,7 +387,7 @@ class HostActions:
     def _index(self, dev: str | None) -> int:
         return self.link.index if dev is None else self._dev_index[dev]
 
-    async def add_vips(self, addresses: Iterable[IPAddress]) -> None:
+    def add_vips(self, addresses: Iterable[IPAddress]) -> None:
         assert self._addrs is not None, "open() first"
         for a in addresses:
             iface, dev, label = self.vips[a]
@@ -389,7 +395,7 @@ class HostActions:
             if err not in (0, errno.EEXIST):
                 log.error("(%s) cannot add VIP %s: %s", self.name, iface, os.strerror(err))
 
-    async def del_vips(self, addresses: Iterable[IPAddress]) -> None:
+    def del_vips(self, addresses: Iterable[IPAddress]) -> None:
         assert self._addrs is not None, "open() first"
         for a in addresses:
             iface, dev, _ = self.vips[a]
@@ -397,25 +403,21 @@ class HostActions:
             if err not in (0, errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV):
                 log.error("(%s) cannot remove VIP %s: %s", self.name, iface, os.strerror(err))
 
-    async def announce(self, addresses: Iterable[IPAddress], count: int, interval_s: float) -> None:
-        """``count`` rounds of one GARP (IPv4) or NA (IPv6) per address, ``interval_s`` apart."""
-        addrs = list(addresses)
+    def announce(self, addresses: Iterable[IPAddress]) -> None:
+        """One GARP (IPv4) or unsolicited NA (IPv6) per address (the driver repeats it)."""
         mac = self.announce_link.mac_bytes
-        for i in range(count):
-            if i and interval_s > 0:
-                await asyncio.sleep(interval_s)
-            for a in addrs:
-                try:
-                    if a.version == 4:
-                        self._packet_socket().send(garp_frame(mac, a))  # type: ignore[arg-type]
-                    else:
-                        self._icmp6_socket().sendto(na_message(mac, a), (str(ALL_NODES), 0, 0,  # type: ignore[arg-type]
-                                                                         self.announce_link.index))
-                    self.garps_sent += 1
-                except OSError as e:
-                    log.warning("(%s) cannot send %s for %s on %s: %s", self.name,
-                                "gratuitous ARP" if a.version == 4 else "neighbour advert", a,
-                                self.announce_link.name, e.strerror or e)
+        for a in addresses:
+            try:
+                if a.version == 4:
+                    self._packet_socket().send(garp_frame(mac, a))  # type: ignore[arg-type]
+                else:
+                    self._icmp6_socket().sendto(na_message(mac, a), (str(ALL_NODES), 0, 0,  # type: ignore[arg-type]
+                                                                     self.announce_link.index))
+                self.garps_sent += 1
+            except OSError as e:
+                log.warning("(%s) cannot send %s for %s on %s: %s", self.name,
+                            "gratuitous ARP" if a.version == 4 else "neighbour advert", a,
+                            self.announce_link.name, e.strerror or e)
 
     def _packet_socket(self) -> socket.socket:
         if self._packet is None:

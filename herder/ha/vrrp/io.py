@@ -17,15 +17,24 @@ Theory of operation
   checksum itself (the kernel would only do it with ``IPV6_CHECKSUM``, and then would
   drop bad ones silently, uncounted).
 * :class:`InstanceDriver` is aioquic's ``QuicConnectionProtocol`` for VRRP: it feeds the
-  machine (packets, timer expiries, tracking changes) with ``now = loop.time()``, then
-  drains :meth:`~herder.ha.vrrp.machine.VrrpMachine.next_action` and re-arms **one**
-  ``loop.call_at`` from :meth:`~herder.ha.vrrp.machine.VrrpMachine.get_timer`.
-  Adverts are sent at once, inline (a failover must not wait behind anything); VIP
-  changes, gratuitous ARPs and notifies go through a per-instance queue worked by one
-  task, so they happen in the order the machine asked (VIPs before the GARPs that
-  announce them, and notify_master after both). Every transition is logged when it
-  happens, with its cause (``(VI_1) Entering MASTER STATE (was BACKUP): master down: no
-  advert from 198.18.0.3 for 3.609s``).
+  machine (packets, timer expiries, tracking changes) with ``now`` from
+  ``time.monotonic()``, then performs every action of
+  :meth:`~herder.ha.vrrp.machine.VrrpMachine.next_action` at once, in order, and re-arms
+  **one** timer from :meth:`~herder.ha.vrrp.machine.VrrpMachine.get_timer`. The actions
+  are quick and synchronous (a raw send, a netlink request handled inside ``send()``, a
+  raw frame), so a new master's advert, VIPs and first gratuitous ARPs leave within a
+  fraction of a millisecond of its timer; only repeated announcements with a pause
+  between them (``garp_interval``) become a task, cancelled when the VIPs go. Notify
+  scripts are handed to :mod:`herder.ha.vrrp.notify`, which runs them in order.
+  Every transition is logged when it happens, with its cause (``(VI_1) Entering MASTER
+  STATE (was BACKUP, priority 100): master down: no advert from 198.18.0.3 for 3.609s``).
+* Timer precision. The event loop's timers are coarse (uvloop's have millisecond
+  granularity and fire up to about a millisecond late, measured); keepalived's are
+  microsecond timers. The master-down timer decides how fast a failover is, so the
+  driver arms it :data:`TIMER_LEAD_S` early and sleeps the last fraction of a millisecond
+  precisely (blocking the loop for at most twice that, only when a backup's master-down
+  timer expires, which is when it becomes master). Other timers (adverts, GARP sets) fire
+  when the loop fires them.
 """
 
 from __future__ import annotations
@@ -71,6 +80,8 @@ Handler = Callable[[bytes, IPAddress, IPAddress | None, int | None, float], None
 
 #: Packets read per wake-up at most (the rest wait for the next loop iteration).
 READ_BURST = 64
+#: The master-down timer is armed this much early and its last stretch slept precisely.
+TIMER_LEAD_S = 0.0015
 _IP_MREQN = "4s4si"
 
 
@@ -180,7 +191,7 @@ class VrrpSocket:
                 log.warning("VRRP socket on %s: %s", self.ifname, e.strerror or e)
                 return
             self.stats["received"] += 1
-            self._dispatch(data, anc, addr, self._loop.time())
+            self._dispatch(data, anc, addr, time.monotonic())
 
     def _dispatch(self, data: bytes, anc: list[Any], addr: Any, now: float) -> None:
         ttl: int | None
@@ -232,12 +243,11 @@ class InstanceDriver:
     Args:
         machine: the state machine (not started).
         sock: the socket of the instance's interface and family.
-        backend: performs VIP changes and announcements.
+        backend: performs VIP changes and announcements (synchronously).
         peers: unicast peers (empty: multicast to the group).
         on_transition: called (soon, on the loop) with every :class:`Notify`, for the
-            sync group; the notify scripts are run by ``notify``.
-        notify: called from the action worker with every :class:`Notify`, after the VIP
-            changes before it were done.
+            sync group.
+        notify: called at once with every :class:`Notify` (queues the notify scripts).
     """
 
     def __init__(self, machine: VrrpMachine, sock: VrrpSocket, backend: ActionBackend, *,
@@ -251,10 +261,9 @@ class InstanceDriver:
         self.on_transition = on_transition
         self.notify = notify
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._worker: asyncio.Task | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._repeats: set[asyncio.Task] = set()
         #: Wall-clock time of every transition: (time.time(), Notify), newest last (bounded).
         self.history: list[tuple[float, Notify]] = []
 
@@ -262,9 +271,9 @@ class InstanceDriver:
     def name(self) -> str:
         return self.machine.name
 
-    def _now(self) -> float:
-        assert self._loop is not None
-        return self._loop.time()
+    @staticmethod
+    def _now() -> float:
+        return time.monotonic()
 
     # ------------------------------------------------------------------ inputs
 
@@ -274,7 +283,6 @@ class InstanceDriver:
         self.sock.register(self.machine.config.vrid, self.receive, frozenset(self.peers))
         if not self.peers:
             self.sock.join()
-        self._worker = self._loop.create_task(self._work(), name=f"vrrp {self.name} actions")
         self.machine.start(self._now())
         self._pump()
 
@@ -297,11 +305,16 @@ class InstanceDriver:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
+        when = self.machine.get_timer()
+        if when is not None and when == self.machine.down_timer:
+            remaining = when - self._now()
+            if 0 < remaining <= 2 * TIMER_LEAD_S:
+                time.sleep(remaining)  # the bounded precise wait of the module docstring
         self.machine.handle_timer(self._now())
         self._pump()
 
     async def stop(self, timeout: float = 1.0) -> None:
-        """Shutdown: a master sends priority 0 and removes its VIPs; waits for the actions."""
+        """Shutdown: a master sends priority 0 and removes its VIPs."""
         if self._loop is None:
             return
         self.machine.shutdown(self._now())
@@ -309,33 +322,18 @@ class InstanceDriver:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._cancel_repeats()
         self.sock.unregister(self.receive)
-        try:
-            await asyncio.wait_for(self._queue.join(), timeout)
-        except TimeoutError:
-            log.warning("(%s) actions still pending at stop", self.name)
-        if self._worker is not None:
-            self._worker.cancel()
-            try:
-                await self._worker
-            except asyncio.CancelledError:
-                pass
-            self._worker = None
 
     # ------------------------------------------------------------------ outputs
 
     def _pump(self) -> None:
         m = self.machine
         while (action := m.next_action()) is not None:
-            if isinstance(action, SendAdvert):
-                self._send(action.advert)
-                continue
-            if isinstance(action, Notify):
-                self._log_transition(action)
-                if self.on_transition is not None:
-                    assert self._loop is not None
-                    self._loop.call_soon(self.on_transition, self, action)
-            self._queue.put_nowait(action)
+            try:
+                self._perform(action)
+            except Exception:  # one failed action must not stop the machine
+                log.exception("(%s) action %s failed", self.name, type(action).__name__)
         when = m.get_timer()
         if when != self._timer_at or (when is not None and self._timer is None):
             if self._timer is not None:
@@ -344,7 +342,55 @@ class InstanceDriver:
             self._timer_at = when
             if when is not None:
                 assert self._loop is not None
-                self._timer = self._loop.call_at(when, self._on_timer)
+                lead = TIMER_LEAD_S if when == m.down_timer else 0.0
+                self._timer = self._loop.call_later(max(0.0, when - self._now() - lead), self._on_timer)
+
+    def _perform(self, action: Any) -> None:
+        if isinstance(action, SendAdvert):
+            self._send(action.advert)
+        elif isinstance(action, AddVips):
+            self.backend.add_vips(action.addresses)
+            log.info("(%s) VIPs set: %s", self.name, ", ".join(map(str, action.addresses)))
+        elif isinstance(action, DelVips):
+            self._cancel_repeats()
+            self.backend.del_vips(action.addresses)
+            if self.machine.stats.became_master:
+                log.info("(%s) VIPs removed: %s", self.name, ", ".join(map(str, action.addresses)))
+        elif isinstance(action, (SendGratuitousArp, SendNeighborAdvert)):
+            self._announce(action)
+        elif isinstance(action, Notify):
+            self._log_transition(action)
+            if self.on_transition is not None:
+                assert self._loop is not None
+                self._loop.call_soon(self.on_transition, self, action)
+            if self.notify is not None:
+                self.notify(action)
+
+    def _announce(self, action: SendGratuitousArp | SendNeighborAdvert) -> None:
+        what = "gratuitous ARP(s)" if isinstance(action, SendGratuitousArp) else "unsolicited neighbour advert(s)"
+        count = max(1, action.count)
+        if action.interval_s <= 0:
+            for _ in range(count):
+                self.backend.announce(action.addresses)
+        else:
+            self.backend.announce(action.addresses)
+            if count > 1:
+                assert self._loop is not None
+                task = self._loop.create_task(self._repeat(action.addresses, count - 1, action.interval_s))
+                self._repeats.add(task)
+                task.add_done_callback(self._repeats.discard)
+        log.info("(%s) sent %d %s for %s (%s)", self.name, count, what, ", ".join(map(str, action.addresses)),
+                 action.reason)
+
+    async def _repeat(self, addresses: tuple[IPAddress, ...], count: int, interval_s: float) -> None:
+        for _ in range(count):
+            await asyncio.sleep(interval_s)
+            self.backend.announce(addresses)
+
+    def _cancel_repeats(self) -> None:
+        for t in list(self._repeats):
+            t.cancel()
+        self._repeats.clear()
 
     def _send(self, advert: Advert) -> None:
         src = self.machine.primary
@@ -359,32 +405,6 @@ class InstanceDriver:
         else:
             log.info("(%s) Entering %s STATE (was %s, priority %d): %s", n.instance, n.new.value, n.old.value,
                      n.priority, n.cause)
-
-    async def _work(self) -> None:
-        while True:
-            action = await self._queue.get()
-            try:
-                if isinstance(action, AddVips):
-                    await self.backend.add_vips(action.addresses)
-                    log.info("(%s) VIPs set: %s", self.name, ", ".join(map(str, action.addresses)))
-                elif isinstance(action, DelVips):
-                    await self.backend.del_vips(action.addresses)
-                    if self.machine.stats.became_master:
-                        log.info("(%s) VIPs removed: %s", self.name, ", ".join(map(str, action.addresses)))
-                elif isinstance(action, (SendGratuitousArp, SendNeighborAdvert)):
-                    await self.backend.announce(action.addresses, action.count, action.interval_s)
-                    log.info("(%s) sent %d %s for %s (%s)", self.name, action.count,
-                             "gratuitous ARP(s)" if isinstance(action, SendGratuitousArp)
-                             else "unsolicited neighbour advert(s)", ", ".join(map(str, action.addresses)),
-                             action.reason)
-                elif isinstance(action, Notify) and self.notify is not None:
-                    self.notify(action)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("(%s) action %s failed", self.name, type(action).__name__)
-            finally:
-                self._queue.task_done()
 
     def status(self) -> dict[str, Any]:
         out = self.machine.status()

@@ -409,6 +409,12 @@ class VrrpMachine:
     def faults(self) -> tuple[str, ...]:
         return self._faults
 
+    @property
+    def down_timer(self) -> float | None:
+        """When the Master_Down_Timer expires (BACKUP only), else None: the timer whose
+        precision decides how fast a failover is."""
+        return self._down_at
+
     def get_timer(self) -> float | None:
         """The time at which :meth:`handle_timer` must next be called, or None."""
         times = [t for t in (self._adver_at, self._down_at, self._garp_at, self._refresh_at) if t is not None]
