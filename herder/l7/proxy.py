@@ -41,7 +41,7 @@ import httptools
 from herder.l7.core.acl import RequestView, Routing
 from herder.l7.core.cache import Cache, CachePolicy, Entry, freshness, request_bypasses
 from herder.l7.core.cookie import CookiePolicy, request_cookie, response_cookies
-from herder.l7.core.http import HOP_BY_HOP, MAX_HEAD, BadResponse, error_response, parse_response_head
+from herder.l7.core.http import MAX_HEAD, BadResponse, error_response, parse_response_head
 from herder.l7.core.rules import HttpRule, RateTable, apply_rules
 from herder.pool.model import Endpoint
 from herder.pool.state import PoolView, ServerView, Snapshot
@@ -275,7 +275,7 @@ class Request:
         "method", "target", "headers", "version", "keep_alive", "upgrade", "body", "complete",
         "chunked", "content_length", "cookie_values", "host", "attempt", "server", "backend",
         "server_cookie", "client_had_cookie", "sent_head", "tried", "body_sent", "expect_continue",
-        "slot", "priority", "queued_until", "cacheable",
+        "slot", "priority", "queued_until", "cacheable", "hosts", "conn_named", "upgrade_hdr",
     )
 
     def __init__(self) -> None:
@@ -306,10 +306,22 @@ class Request:
         self.queued_until = 0.0
         #: A GET the cache may store the response of.
         self.cacheable = False
+        self.hosts = 0
+        self.conn_named: list[bytes] = []
+        self.upgrade_hdr: tuple[bytes, bytes] | None = None
 
     @property
     def idempotent(self) -> bool:
         return self.method in (b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE")
+
+
+_H_HOST, _H_COOKIE, _H_CONTENT_LENGTH, _H_TRANSFER_ENCODING, _H_CONNECTION, _H_EXPECT, _H_UPGRADE, _H_HOP = range(8)
+#: Request headers the proxy acts on (everything else is forwarded as received).
+_REQ_SPECIAL = {
+    b"host": _H_HOST, b"cookie": _H_COOKIE, b"content-length": _H_CONTENT_LENGTH,
+    b"transfer-encoding": _H_TRANSFER_ENCODING, b"connection": _H_CONNECTION, b"expect": _H_EXPECT,
+    b"upgrade": _H_UPGRADE, b"keep-alive": _H_HOP, b"proxy-connection": _H_HOP, b"te": _H_HOP, b"trailer": _H_HOP,
+}
 
 
 class _HeadTooLarge(Exception):
@@ -486,8 +498,36 @@ class ClientConnection(asyncio.Protocol):
         self.head_size += len(name) + len(value) + 4
         if self.head_size > MAX_HEAD:
             raise _HeadTooLarge
-        assert self.current is not None
-        self.current.headers.append((name, value))
+        req = self.current
+        assert req is not None
+        code = _REQ_SPECIAL.get(name.lower())
+        if code is None:
+            req.headers.append((name, value))
+        elif code == _H_HOST:
+            req.hosts += 1
+            req.host = value
+            req.headers.append((name, value))
+        elif code == _H_COOKIE:
+            req.cookie_values.append(value)
+        elif code == _H_CONTENT_LENGTH:
+            req.content_length = int(value)
+            req.headers.append((name, value))
+        elif code == _H_TRANSFER_ENCODING:
+            if value.rsplit(b",", 1)[-1].strip().lower() != b"chunked":
+                raise _BadRequest  # RFC 9112 §6.3: chunked must be the final coding
+            req.chunked = True
+        elif code == _H_CONNECTION:
+            for t in value.split(b","):
+                t = t.strip().lower()
+                if t not in (b"close", b"keep-alive", b"upgrade"):
+                    req.conn_named.append(t)
+        elif code == _H_EXPECT:
+            if value.lower() == b"100-continue":
+                req.expect_continue = True
+            req.headers.append((name, value))
+        elif code == _H_UPGRADE:
+            req.upgrade_hdr = (name, value)
+        # other hop-by-hop headers are dropped
 
     def on_headers_complete(self) -> None:
         req = self.current
@@ -497,40 +537,15 @@ class ClientConnection(asyncio.Protocol):
         req.version = p.get_http_version()
         req.keep_alive = p.should_keep_alive()
         req.upgrade = p.should_upgrade()
-        kept: list[tuple[bytes, bytes]] = []
-        conn_tokens: set[bytes] = set()
-        hosts = 0
-        for k, v in req.headers:
-            lk = k.lower()
-            if lk == b"host":
-                hosts += 1
-                req.host = v
-            elif lk == b"cookie":
-                req.cookie_values.append(v)
-                continue
-            elif lk == b"content-length":
-                req.content_length = int(v)
-            elif lk == b"transfer-encoding":
-                if v.rsplit(b",", 1)[-1].strip().lower() != b"chunked":
-                    raise _BadRequest  # RFC 9112 §6.3: chunked must be the final coding
-                req.chunked = True
-                continue
-            elif lk == b"connection":
-                conn_tokens.update(t.strip().lower() for t in v.split(b","))
-                continue
-            elif lk == b"expect" and v.lower() == b"100-continue":
-                req.expect_continue = True
-            elif lk in HOP_BY_HOP and not (req.upgrade and lk == b"upgrade"):
-                continue
-            kept.append((k, v))
-        if conn_tokens - {b"close", b"keep-alive", b"upgrade"}:
-            named = conn_tokens - {b"close", b"keep-alive", b"upgrade"}
-            kept = [(k, v) for k, v in kept if k.lower() not in named]
-        if hosts > 1 or (hosts == 0 and req.version == "1.1"):
+        if req.upgrade and req.upgrade_hdr is not None:
+            req.headers.append(req.upgrade_hdr)
+        if req.conn_named:
+            named = set(req.conn_named)
+            req.headers = [(k, v) for k, v in req.headers if k.lower() not in named]
+        if req.hosts > 1 or (req.hosts == 0 and req.version == "1.1"):
             raise _BadRequest
         if req.chunked and req.version == "1.0":
             raise _BadRequest  # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is a framing attack
-        req.headers = kept
         self.in_head = False
         self.head_bytes = 0
         self.deadline = _now() + self.settings.timeout_client
