@@ -41,6 +41,7 @@ __all__ = [
     "ListOf",
     "MapOf",
     "OneOf",
+    "Parsed",
     "Spec",
     "Str",
     "Table",
@@ -326,6 +327,23 @@ class ListOf(Spec):
                 else:
                     seen[k] = i
         return INVALID if dup or any(v is INVALID for v in out) else tuple(out)
+
+
+@dataclass
+class Parsed(Spec):
+    """A string turned into a value by ``func``; a ValueError from it becomes the error's
+    detail. For the many "text that must parse as X" keys (IP addresses, domain names...)."""
+
+    func: Callable[[str], Any]
+    expected: str = "a value"
+
+    def parse(self, value, path, ctx):
+        if not isinstance(value, str):
+            return self.bad(value, path, ctx)
+        try:
+            return self.func(value)
+        except (ValueError, UnicodeError) as e:
+            return self.bad(value, path, ctx, str(e))
 
 
 @dataclass

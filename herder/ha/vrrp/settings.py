@@ -46,6 +46,7 @@ from herder.config.schema import (
     ListOf,
     MapOf,
     OneOf,
+    Parsed,
     Path,
     Spec,
     Str,
@@ -227,28 +228,12 @@ class VrrpSettings:
 # --------------------------------------------------------------------------- specs
 
 
-class _IpAddr(Spec):
-    expected = "an IPv4 or IPv6 address"
-
-    def parse(self, value, path, ctx):
-        if not isinstance(value, str):
-            return self.bad(value, path, ctx)
-        try:
-            return ipaddress.ip_address(value)
-        except ValueError:
-            return self.bad(value, path, ctx)
+def _IpAddr() -> Parsed:  # noqa: N802 (reads like the other specs)
+    return Parsed(ipaddress.ip_address, "an IPv4 or IPv6 address")
 
 
-class _Vip(Spec):
-    expected = 'a virtual address such as "198.18.0.100/24" or "198.18.0.100/24 dev eth0"'
-
-    def parse(self, value, path, ctx):
-        if not isinstance(value, str):
-            return self.bad(value, path, ctx)
-        try:
-            return parse_vip(value)
-        except ValueError as e:
-            return self.bad(value, path, ctx, str(e))
+def _Vip() -> Parsed:  # noqa: N802
+    return Parsed(parse_vip, 'a virtual address such as "198.18.0.100/24" or "198.18.0.100/24 dev eth0"')
 
 
 @dataclass
