@@ -1208,32 +1208,26 @@ class ServerConnection(asyncio.Protocol):
             client.response_done(req, self.client_close)
 
     def bad_response(self, why: str) -> None:
-        client, req = self.client, self.req
-        self.client = self.req = None
         log.warning("pool %s: server %s sent a bad response: %s", self.backend.name,
-                    req.server.name if req and req.server else "?", why)
-        if req is not None and req.server is not None:
-            self.proxy.report(self.backend.name, req.server.name, False, f"L7 bad response ({why})", "error")
-        st = self.state
-        self.close()
-        if client is not None:
-            client.upstream = None
-            if st == "head":
-                client.respond_error(502)
-            else:
-                client.abort()
+                    self.req.server.name if self.req and self.req.server else "?", why)
+        self._abandon(f"L7 bad response ({why})", "error", 502)
 
     def timed_out(self) -> None:
+        self._abandon("L7 timeout", "timeout", 504)
+
+    def _abandon(self, why: str, kind: str, status: int) -> None:
+        """Give up on this exchange: report it, close, and answer ``status`` if the client
+        has not seen the response head yet (else cut the client's connection)."""
         client, req = self.client, self.req
         self.client = self.req = None
         if req is not None and req.server is not None:
-            self.proxy.report(self.backend.name, req.server.name, False, "L7 timeout", "timeout")
+            self.proxy.report(self.backend.name, req.server.name, False, why, kind)
         st = self.state
         self.close()
         if client is not None:
             client.upstream = None
             if st == "head":
-                client.respond_error(504)
+                client.respond_error(status)
             else:
                 client.abort()
 
