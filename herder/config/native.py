@@ -42,6 +42,7 @@ from herder.pool.model import AdminMode, Endpoint, HealthState, Pool, Region, Se
 
 __all__ = [
     "load_toml",
+    "server_spec",
     "register_check_type",
     "register_pool_key",
     "register_section",
@@ -131,7 +132,9 @@ class _Scalar(Spec):
 _SCALAR = _Scalar()
 
 
-def _server_spec() -> Table:
+def server_spec() -> Table:
+    """The schema of one server table (``[[pools.NAME.servers]]``, discovery files), with
+    every registered server key."""
     fields = {
         "name": Field(Str(pattern=NAME, what="a server name (letters, digits, _ - .)"), required=True),
         "address": Field(Str(what='an address "host:port" or "host"'), required=True,
@@ -168,7 +171,7 @@ def _pool_spec() -> Table:
                          doc="an algorithm or alias of herder.balance (docs/balance.md)"),
         "balance_options": Field(MapOf(_SCALAR, name_pattern=r"[A-Za-z_][A-Za-z0-9_-]*"), default={},
                                  doc="the algorithm's options (table_size, hash_type, key...)"),
-        "servers": Field(ListOf(_server_spec(), unique_key="name"), default=()),
+        "servers": Field(ListOf(server_spec(), unique_key="name"), default=()),
         "checks": Field(ListOf(_CheckSpec()), default=()),
         "initial_state": Field(Str(choices=("down", "up")), default="down",
                                doc="state of a checked server before its first check"),

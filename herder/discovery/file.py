@@ -45,7 +45,7 @@ from collections.abc import Mapping
 from herder.config.errors import ConfigError
 from herder.config.lines import LineMap
 from herder.config.lines import scan as toml_lines
-from herder.config.native import _server_spec
+from herder.config.native import server_spec
 from herder.config.schema import INVALID, Ctx, Duration, Field, ListOf, Str, Table
 from herder.discovery.base import PollingSource, register_source
 from herder.pool.model import Server
@@ -205,7 +205,7 @@ def parse_servers(path: str, text: str, fmt: str = "auto") -> tuple[tuple[Server
     # The config's own server schema: a server in a file is exactly a server in the
     # config (it is private to herder.config.native, but there is one truth of what a
     # server table is, and this is it).
-    spec = ListOf(_server_spec(), unique_key="name")
+    spec = ListOf(server_spec(), unique_key="name")
     servers = spec.parse(items, base, ctx)
     if servers is INVALID or ctx.errors:
         return None, ctx.errors

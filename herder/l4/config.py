@@ -178,12 +178,21 @@ def specs_from_config(config) -> list[VirtualServiceSpec]:
     return specs_from_services(config.services.values())
 
 
+_L4_KEYS = ("forward", "scheduler", "hash_key", "persistence_timeout", "persistence_granularity", "on_failure",
+            "device", "table_size", "engine")
+
+
 def _config_check(config, report) -> None:
     """`herder check` sees what only the combination of a service's keys reveals (a VIP that
-    is not an IPv4 address, two services on one VIP and port...), with the service's line."""
+    is not an IPv4 address, two services on one VIP and port, L4 keys on an HTTP service...),
+    with the service's line."""
     seen: dict[str, str] = {}
     for svc in config.services.values():
         if svc.mode not in ("tcp", "udp"):
+            for key in _L4_KEYS:
+                if key in svc.settings:
+                    report("service", svc.name, (key,), f"{key!r} applies to mode tcp or udp services, "
+                                                        f"not to mode {svc.mode}")
             continue
         if not svc.listen:
             report("service", svc.name, ("listen",), "an L4 service needs `listen` (the VIP and port)")

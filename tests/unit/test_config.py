@@ -265,3 +265,10 @@ def test_checks_on_the_merged_config_name_the_line_of_the_service():
         "l4.toml:5: services.a.listen: virtual address 'vip.example' is not an IP address",
         "l4.toml:13: services.c.listen: tcp:198.18.0.1:80 is also declared by services.b",
     ]
+
+
+def test_l4_keys_on_an_http_service_are_an_error():
+    with pytest.raises(ConfigErrors) as ei:
+        load_strings([("x.toml", '[pools.p]\n[services.a]\npool = "p"\nlisten = "127.0.0.1:80"\nscheduler = "mh"\n')])
+    assert [str(e) for e in ei.value.errors] == [
+        "x.toml:5: services.a.scheduler: 'scheduler' applies to mode tcp or udp services, not to mode http"]
