@@ -283,6 +283,22 @@ def _check_rules(v: dict, path, ctx) -> bool:
 
 register_service_check(_check_rules)
 
+_L7_SERVICE_KEYS = ("routing", "http_request", "rate_limit", "cache", "forwardfor", "http_mode", "timeout_client",
+                    "timeout_http_request", "timeout_http_keep_alive")
+
+
+def _check_http_keys(v: dict, path, ctx) -> bool:
+    """HTTP keys on a tcp/udp/dns service would be silently unused: an error instead."""
+    if v.get("mode", "http") == "http":
+        return True
+    bad = [k for k in _L7_SERVICE_KEYS if v.get(k) is not None]
+    for k in bad:
+        ctx.error((*path, k), f"{k!r} applies to mode http services, not to mode {v['mode']}")
+    return not bad
+
+
+register_service_check(_check_http_keys)
+
 
 def compile_rules(raw: tuple[dict, ...], acls: dict) -> tuple[HttpRule, ...]:
     """HttpRules from checked ``http_request`` tables (conditions use the routing ACLs)."""

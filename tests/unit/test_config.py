@@ -272,3 +272,11 @@ def test_l4_keys_on_an_http_service_are_an_error():
         load_strings([("x.toml", '[pools.p]\n[services.a]\npool = "p"\nlisten = "127.0.0.1:80"\nscheduler = "mh"\n')])
     assert [str(e) for e in ei.value.errors] == [
         "x.toml:5: services.a.scheduler: 'scheduler' applies to mode tcp or udp services, not to mode http"]
+
+
+def test_http_keys_on_a_tcp_service_are_an_error():
+    with pytest.raises(ConfigErrors) as ei:
+        load_strings([("y.toml", '[pools.p]\n[services.a]\npool = "p"\nmode = "tcp"\nlisten = "127.0.0.1:80"\n'
+                                 'forwardfor = true\n')])
+    assert [str(e) for e in ei.value.errors] == [
+        "y.toml:6: services.a.forwardfor: 'forwardfor' applies to mode http services, not to mode tcp"]
