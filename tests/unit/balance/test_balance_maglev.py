@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from herder.balance import resolve
-from herder.balance.maglev import DEFAULT_TABLE_SIZE, maglev_permutations, maglev_table
+from herder.balance import maglev, resolve
+from herder.balance.hashing import hash_name
+from herder.balance.maglev import DEFAULT_TABLE_SIZE, maglev_permutations, maglev_table, maglev_turns
 
 pytestmark = pytest.mark.unit
 
@@ -58,6 +59,81 @@ def test_population_equals_pseudocode_1_at_65537(n, weights):
     else:
         w = [1000] + [1] * (n - 1)
     assert (maglev_table(names, w, DEFAULT_TABLE_SIZE) == pseudocode_1(names, w, DEFAULT_TABLE_SIZE)).all()
+
+
+# Weights as they come: 0 (one turn, in round 1), small, and very unequal.
+WEIGHTS = st.one_of(st.integers(0, 4), st.sampled_from([0, 1, 7, 1000, 10**6]))
+
+
+def _servers(data, max_n):
+    n = data.draw(st.integers(1, max_n), label="n")
+    prefix = data.draw(st.text("abcxyz-0", max_size=5), label="prefix")
+    weights = data.draw(st.lists(WEIGHTS, min_size=n, max_size=n).filter(lambda w: max(w) > 0), label="weights")
+    return [f"{prefix}{i:03d}" for i in range(n)], weights
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), size=st.sampled_from([251, 1009, 4099]))
+def test_population_equals_pseudocode_1_random_weights(data, size):
+    """Any number of servers (even more than slots), any weights (0 included): the fast
+    build is Pseudocode 1 bit for bit."""
+    names, weights = _servers(data, 300)
+    assert (maglev_table(names, weights, size) == pseudocode_1(names, weights, size)).all()
+
+
+@settings(max_examples=8, deadline=None)
+@given(data=st.data())
+def test_population_equals_pseudocode_1_random_weights_at_65537(data):
+    names, weights = _servers(data, 300)
+    assert (maglev_table(names, weights, DEFAULT_TABLE_SIZE)
+            == pseudocode_1(names, weights, DEFAULT_TABLE_SIZE)).all()
+
+
+# The build's tuning only changes how the work is cut up, never the result: force every
+# path (tiny or huge windows, few candidates, the give-up-and-split path, the sparse
+# rounds of the fixed-point search, all-walk, all-tail, sorted or masked tail rows).
+PATHS = {
+    "windows only": {"_WALK": 0, "_TAIL_MAX": 1},
+    "tiny windows": {"_WINDOW": 0.01, "_WINDOW_LATE": 0.02, "_WALK": 0, "_TAIL_MAX": 1},
+    "huge windows": {"_WINDOW": 0.95, "_WINDOW_LATE": 0.95, "_WALK": 0},
+    "no spare candidates": {"_EXTRA": 0.0, "_EXTRA_SQRT": 0.0, "_WALK": 0, "_TAIL_MAX": 1},
+    "give up and split": {"_MAX_ROUNDS": 2, "_WALK": 0},
+    "sparse rounds at once": {"_FEW": 1, "_WALK": 0},
+    "dense rounds only": {"_FEW": 10**9, "_WALK": 0},
+    "walk only": {"_WALK": 10**9, "_WALK_MARGIN": 0.1, "_WALK_MORE": 1, "_TAIL_MAX": 1},
+    "tail only": {"_TAIL_MAX": 1 << 20, "_TAIL_CELLS": 1 << 30, "_TAIL_SORT": 0},
+    "masked tail rows": {"_TAIL_SORT": 10**9},
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("size,n,weights", [(1009, 3, None), (1009, 40, "mixed"), (4099, 120, "skewed"),
+                                            (4099, 300, None)])
+def test_every_build_path_equals_pseudocode_1(monkeypatch, path, size, n, weights):
+    for name, value in PATHS[path].items():
+        monkeypatch.setattr(maglev, name, value)
+    names = [f"p{i:03d}" for i in range(n)]
+    if weights is None:
+        w = [1] * n
+    elif weights == "mixed":
+        w = [(i * 7) % 5 for i in range(n)]
+    else:
+        w = [1000, 0] + [1 + i % 3 for i in range(n - 2)]
+    assert (maglev_table(names, w, size) == pseudocode_1(names, w, size)).all()
+
+
+@pytest.mark.parametrize("weights", [[1] * 7, [3] * 1000, [1, 2, 3], [0, 5, 0, 1], [10**6, 1, 1]])
+def test_fast_turn_order_is_maglev_turns(weights):
+    for size in (251, 65537):
+        assert (maglev._Turns(weights, size).order(0) == maglev_turns(weights, size)[1]).all()
+
+
+def test_permutations_are_the_documented_hashes():
+    names = ["a", "s0001", "backend-7", "ü-ñ", "\udcff", "x" * 300]
+    for size in (251, DEFAULT_TABLE_SIZE):
+        off, skip = maglev_permutations(names, size)
+        assert off.tolist() == [hash_name(n, "maglev-offset") % size for n in names]
+        assert skip.tolist() == [hash_name(n, "maglev-skip") % (size - 1) + 1 for n in names]
 
 
 @settings(max_examples=6, deadline=None)
