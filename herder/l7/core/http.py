@@ -24,16 +24,11 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
-    "HOP_BY_HOP",
     "ResponseHead",
     "error_response",
     "parse_response_head",
-    "request_head",
+    "scan_response_head",
 ]
-
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
-})
 
 MAX_HEAD = 64 * 1024
 
@@ -251,17 +246,6 @@ def _strip_headers(raw: bytes, names: set[bytes]) -> bytes:
             continue
         out.append(line)
     return b"\r\n".join(out)
-
-
-def request_head(method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], extra: bytes) -> bytes:
-    """The request head sent upstream: HTTP/1.1, the kept headers, then ``extra`` (already
-    formatted ``Name: value\\r\\n`` lines), then the blank line."""
-    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
-    for k, v in headers:
-        parts += (k, b": ", v, b"\r\n")
-    parts.append(extra)
-    parts.append(b"\r\n")
-    return b"".join(parts)
 
 
 _REASONS = {
