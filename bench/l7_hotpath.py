@@ -2,7 +2,8 @@
 
 ``python -m bench.l7_hotpath [N]`` drives a ClientConnection and an idle ServerConnection
 over fake transports: one keep-alive GET in, one small response back, N times, and prints
-the microseconds per request (min of 3 runs), with and without cookie persistence. The
+the microseconds per request (min of 3 runs), with and without cookie persistence, and with
+one client connection per request (``Connection: close``). The
 kernel's share (two send() and two recv() per request) is not in it, which is what makes
 it repeatable enough to compare two versions of the hot path in one sitting. It is not
 part of ``make bench``: it has no anchor (haproxy's whole request, system calls included,
@@ -21,6 +22,7 @@ from herder.pool.model import Endpoint, Pool, Server
 from herder.pool.state import PoolState
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18100\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+CLOSE_REQUEST = REQUEST[:-2] + b"Connection: close\r\n\r\n"
 RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 28 Nov 2026 13:00:00 GMT\r\n"
             b"Content-Type: application/octet-stream\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n")
 
@@ -51,7 +53,7 @@ class _Transport:
         self.closing = True
 
 
-async def per_request_us(n: int, cookie: bool) -> float:
+async def per_request_us(n: int, cookie: bool, close: bool = False) -> float:
     ps = PoolState()
     servers = tuple(Server(f"s{i}", Endpoint("127.0.0.1", 18181 + i), meta={"cookie": "ABC"[i]}) for i in range(3))
     ps.load([Pool("be", servers)])
@@ -62,19 +64,34 @@ async def per_request_us(n: int, cookie: bool) -> float:
     backend = proxy.backends["be"]
     assert backend.view is not None
     for v in backend.view.servers:
-        up = ServerConnection(proxy, backend, v.server.address)
+        up = ServerConnection(proxy, backend, v.server.address, v.name)
         up.transport = _Transport()  # type: ignore[assignment]
-        backend.idle[v.server.address].append(up)
-    client = ClientConnection(proxy)
-    ct = _Transport()
-    client.connection_made(ct)  # type: ignore[arg-type]
-    t0 = time.perf_counter()
-    for _ in range(n):
-        client.data_received(REQUEST)
-        upstream = client.upstream
-        assert upstream is not None
-        upstream.data_received(RESPONSE)
-    dt = time.perf_counter() - t0
+        backend.slots[v.name].idle.append(up)
+    if close:
+        # one client connection per request, as wrk -H 'Connection: close' makes them
+        t0 = time.perf_counter()
+        for _ in range(n):
+            client = ClientConnection(proxy)
+            ct = _Transport()
+            client.connection_made(ct)  # type: ignore[arg-type]
+            client.data_received(CLOSE_REQUEST)
+            upstream = client.upstream
+            assert upstream is not None
+            upstream.data_received(RESPONSE)
+            assert ct.closing
+            client.connection_lost(None)
+        dt = time.perf_counter() - t0
+    else:
+        client = ClientConnection(proxy)
+        ct = _Transport()
+        client.connection_made(ct)  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        for _ in range(n):
+            client.data_received(REQUEST)
+            upstream = client.upstream
+            assert upstream is not None
+            upstream.data_received(RESPONSE)
+        dt = time.perf_counter() - t0
     sub.close()
     assert ct.out[-1].endswith(b"ok\n")
     return dt / n * 1e6
@@ -82,9 +99,10 @@ async def per_request_us(n: int, cookie: bool) -> float:
 
 def main(argv: list[str]) -> int:
     n = int(argv[0]) if argv else 30000
-    for cookie in (False, True):
-        runs = [asyncio.run(per_request_us(n, cookie)) for _ in range(3)]
-        print(f"cookie insert {'on ' if cookie else 'off'}: {min(runs):.2f} us per request (min of 3 x {n})")
+    for close, cookie in ((False, False), (False, True), (True, True)):
+        runs = [asyncio.run(per_request_us(n, cookie, close)) for _ in range(3)]
+        mode = "close     " if close else "keep-alive"
+        print(f"{mode} cookie insert {'on ' if cookie else 'off'}: {min(runs):.2f} us per request (min of 3 x {n})")
     return 0
 
 

@@ -231,6 +231,10 @@ class Picker:
     algorithm = ""
     #: True when the key decides the server (the hashing algorithms).
     keyed = False
+    #: False when the algorithm never reads the connection counters (round robin, random,
+    #: hashing): a caller may skip :meth:`on_connect` / :meth:`on_release` on its hot path
+    #: (:meth:`connections` then reads 0).
+    counts_load = True
 
     def __init__(self, targets: Sequence[Target], options: Mapping[str, object] | None = None,
                  previous: Picker | None = None) -> None:
@@ -329,6 +333,7 @@ class HashPicker(Picker):
     """
 
     keyed = True
+    counts_load = False
 
     def __init__(self, targets: Sequence[Target], options: Mapping[str, object] | None = None,
                  previous: Picker | None = None) -> None:

@@ -25,6 +25,8 @@ __all__ = ["PowerOfChoicesPicker"]
 class PowerOfChoicesPicker(RandomPicker):
     """Best of ``choices`` weighted random draws, by :meth:`load`."""
 
+    counts_load = True
+
     algorithm = "p2c"
 
     def __init__(self, targets: Sequence[Target], options: Mapping[str, object] | None = None,

@@ -28,6 +28,8 @@ __all__ = ["RandomPicker"]
 class RandomPicker(Picker):
     """Weighted random draws."""
 
+    counts_load = False
+
     algorithm = "random"
 
     def __init__(self, targets: Sequence[Target], options: Mapping[str, object] | None = None,

@@ -38,6 +38,8 @@ _NUMPY_ABOVE = 32
 class RoundRobinPicker(Picker):
     """Smooth weighted round robin (nginx)."""
 
+    counts_load = False
+
     algorithm = "roundrobin"
 
     def __init__(self, targets: Sequence[Target], options: Mapping[str, object] | None = None,

@@ -29,6 +29,8 @@ __all__ = ["StaticRoundRobinPicker"]
 class StaticRoundRobinPicker(Picker):
     """A cursor over a weighted, interleaved map."""
 
+    counts_load = False
+
     algorithm = "static-rr"
 
     def __init__(self, targets: Sequence[Target], options: Mapping[str, object] | None = None,

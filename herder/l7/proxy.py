@@ -30,7 +30,6 @@ import collections
 import heapq
 import ipaddress
 import logging
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ log = logging.getLogger(__name__)
 
 HIGH_WATER = 64 * 1024
 _now = time.monotonic
+_INF = float("inf")
 
 
 @dataclass(frozen=True)
@@ -111,11 +111,39 @@ class RateLimit:
 # ------------------------------------------------------------------------------ pools
 
 
+class _Slot:
+    """One server of a pool as the request path sees it.
+
+    Rebuilt with every snapshot of the pool; the requests in flight and the idle
+    keep-alive connections carry over by name (idle ones only while the address stays).
+    """
+
+    __slots__ = ("name", "view", "address", "cookie", "set_cookie", "sticky", "maxconn", "active", "idle")
+
+    def __init__(self, view: ServerView) -> None:
+        server = view.server
+        self.name = server.name
+        self.view = view
+        self.address = server.address
+        c = server.meta.get("cookie")
+        #: The persistence cookie value naming this server (None: it takes no part).
+        self.cookie: bytes | None = c.encode() if isinstance(c, str) and c else None
+        #: With cookie insert: the response header lines that set it (b"": none).
+        self.set_cookie = b""
+        #: A sticky session may still come here (draining and stopping servers accept them).
+        self.sticky = view.accepts_persistent
+        m = server.meta.get("maxconn")
+        self.maxconn = m if isinstance(m, int) and m > 0 else 0
+        #: Requests in flight (what maxconn limits).
+        self.active = 0
+        self.idle: list[ServerConnection] = []
+
+
 class Backend:
-    """A pool as the proxy sees it: the current picker, cookie map and idle connections.
+    """A pool as the proxy sees it: the current picker, its servers and idle connections.
 
     Rebuilt from each pool-state snapshot (never mutated by requests, except for the idle
-    connection cache and the per-server active counters the balance algorithm owns).
+    connection cache and the per-server in-flight counters).
     """
 
     def __init__(self, name: str, settings: PoolSettings, mode: str = "keep-alive") -> None:
@@ -123,31 +151,41 @@ class Backend:
         self.settings = settings
         #: The effective connection mode (the service's and the pool's combined).
         self.mode = mode
+        self.keep_alive = mode == "keep-alive"
         self.view: PoolView | None = None
         #: The pool has passive health detection: report every response's outcome.
         self.passive = False
         self.policy = None
         self.picker = None
         self.key_kind = "none"
-        self.by_cookie: dict[bytes, ServerView] = {}
-        self.cookie_of: dict[str, bytes] = {}
-        self.maxconn: dict[str, int] = {}
-        #: Requests in flight per server (what maxconn limits; leastconn reads it too).
-        self.active: dict[str, int] = collections.defaultdict(int)
+        #: The picker reads connection counters (least connections...): tell it of each request.
+        self.counts = False
+        self.slots: dict[str, _Slot] = {}
+        self.by_cookie: dict[bytes, _Slot] = {}
+        #: Some server has a maxconn (requests may have to queue).
+        self.limited = False
+        pol = settings.cookie
+        #: Cookie insert mode: responses get the server's prepared Set-Cookie.
+        self.insert = pol is not None and pol.mode == "insert"
+        #: Cookie prefix/rewrite: the server's Set-Cookie headers are read and rewritten.
+        self.reads_cookies = pol is not None and pol.reads_server_cookies
+        self.nocache = pol is not None and pol.nocache
         #: Requests waiting for a free server: (priority class, arrival order, client, request).
         self.queue: list[tuple[int, int, ClientConnection, Request]] = []
         self._seq = 0
-        self.idle: dict[Endpoint, list[ServerConnection]] = collections.defaultdict(list)
 
     def update(self, view: PoolView | None) -> None:
         from herder.l7.picking import build_picker, policy_for
 
+        old = self.slots
         if view is None:
             self.view = None
             self.picker = None
+            self.slots = {}
             self.by_cookie = {}
-            self.cookie_of = {}
-            self.close_idle()
+            self.limited = False
+            for slot in old.values():
+                _close_all(slot.idle)
             return
         if self.view is None or self.view.pool != view.pool or self.policy is None:
             self.policy = policy_for(view)
@@ -156,27 +194,34 @@ class Backend:
         self.view = view
         self.passive = view.pool.settings.get("passive") is not None
         self.picker = build_picker(view, self.policy, self.picker)
+        self.counts = self.picker.counts_load
+        slots = {}
         by_cookie = {}
-        cookie_of = {}
-        maxconn = {}
+        pol = self.settings.cookie
         for v in view.servers:
-            c = v.server.meta.get("cookie")
-            if isinstance(c, str) and c:
-                by_cookie[c.encode()] = v
-                cookie_of[v.name] = c.encode()
-            m = v.server.meta.get("maxconn")
-            if isinstance(m, int) and m > 0:
-                maxconn[v.name] = m
+            slot = _Slot(v)
+            if self.insert and slot.cookie is not None:
+                assert pol is not None
+                cookies, _ = response_cookies([], pol, slot.cookie, False)
+                slot.set_cookie = b"".join(b"\r\nSet-Cookie: " + c for c in cookies)
+            prev = old.get(slot.name)
+            if prev is not None:
+                slot.active = prev.active
+                if prev.address == slot.address and slot.sticky:
+                    slot.idle = prev.idle
+                else:
+                    _close_all(prev.idle)
+            slots[slot.name] = slot
+            if slot.cookie is not None:
+                by_cookie[slot.cookie] = slot
+        for name, prev in old.items():
+            if name not in slots:
+                _close_all(prev.idle)
+        self.slots = slots
         self.by_cookie = by_cookie
-        self.cookie_of = cookie_of
-        self.maxconn = maxconn
-        live = {v.server.address for v in view.servers if v.accepts_persistent}
-        for ep in list(self.idle):
-            if ep not in live:
-                for conn in self.idle.pop(ep):
-                    conn.close()
+        self.limited = any(slot.maxconn for slot in slots.values())
 
-    def pick(self, key: int | None, attempt: int, avoid: str | None = None) -> ServerView | None:
+    def pick(self, key: int | None, attempt: int, avoid: str | None = None) -> _Slot | None:
         """A server with room (maxconn) for a new request, or None (all full or none usable).
 
         ``attempt`` moves a retry to another server; full servers are skipped by asking
@@ -185,28 +230,23 @@ class Backend:
         picker = self.picker
         if picker is None:
             return None
-        n = len(picker)
-        for i in range(max(n, 1)):
+        if not self.limited:
+            t = picker.pick(key, attempt, avoid)
+            return None if t is None else self.slots.get(t.name)
+        for i in range(max(len(picker), 1)):
             t = picker.pick(key, attempt + i, avoid)
             if t is None:
                 return None
-            if self.has_room(t.name):
-                return t.view
+            slot = self.slots.get(t.name)
+            if slot is not None and (not slot.maxconn or slot.active < slot.maxconn):
+                return slot
         return None
 
-    def has_room(self, name: str) -> bool:
-        m = self.maxconn.get(name)
-        return m is None or self.active[name] < m
-
-    def acquire(self, name: str) -> None:
-        self.active[name] += 1
-        if self.picker is not None:
-            self.picker.on_connect(name)
-
     def release_slot(self, name: str) -> None:
-        if self.active[name] > 0:
-            self.active[name] -= 1
-        if self.picker is not None:
+        slot = self.slots.get(name)
+        if slot is not None and slot.active > 0:
+            slot.active -= 1
+        if self.counts and self.picker is not None:
             self.picker.on_release(name)
         if self.queue:
             self.wake()
@@ -224,8 +264,10 @@ class Backend:
                 heapq.heappop(self.queue)
                 continue
             pinned = req.server
-            if pinned is not None and not self.has_room(pinned.name):
-                return
+            if pinned is not None:
+                pinned = self.slots.get(pinned.name)
+                if pinned is not None and pinned.maxconn and pinned.active >= pinned.maxconn:
+                    return
             if pinned is None and self.pick(None, 0) is None:
                 return
             heapq.heappop(self.queue)
@@ -247,68 +289,71 @@ class Backend:
         heapq.heapify(keep)
         self.queue = keep
 
-    def take_idle(self, ep: Endpoint) -> ServerConnection | None:
-        conns = self.idle.get(ep)
-        while conns:
-            c = conns.pop()
-            if c.transport is not None and not c.transport.is_closing():
-                return c
-        return None
-
     def release(self, conn: ServerConnection) -> None:
-        self.idle[conn.endpoint].append(conn)
+        """Keep ``conn`` for a next request to its server (closed if the server went away)."""
+        slot = self.slots.get(conn.name)
+        if slot is not None and slot.sticky and (slot.address is conn.endpoint or slot.address == conn.endpoint):
+            slot.idle.append(conn)
+        else:
+            conn.close()
+
+    def idle_connections(self) -> int:
+        return sum(len(slot.idle) for slot in self.slots.values())
 
     def close_idle(self) -> None:
-        for conns in self.idle.values():
-            for c in conns:
-                c.close()
-        self.idle.clear()
+        for slot in self.slots.values():
+            _close_all(slot.idle)
+
+
+def _close_all(conns: list[ServerConnection]) -> None:
+    while conns:
+        conns.pop().close()
 
 
 # ------------------------------------------------------------------------------ requests
 
 
 class Request:
-    """One request being proxied (per-request state)."""
+    """One request being proxied (per-request state).
 
-    __slots__ = (
-        "method", "target", "headers", "version", "keep_alive", "upgrade", "body", "complete",
-        "chunked", "content_length", "cookie_values", "host", "attempt", "server", "backend",
-        "server_cookie", "client_had_cookie", "sent_head", "tried", "body_sent", "expect_continue",
-        "slot", "priority", "queued_until", "cacheable", "hosts", "conn_named", "upgrade_hdr",
-    )
+    Class attributes are the defaults: a request sets only what differs (it is created for
+    every request, so its creation is on the hot path).
+    """
+
+    method = b""
+    target = b""
+    version = "1.1"
+    keep_alive = True
+    upgrade = False
+    complete = False
+    chunked = False
+    content_length: int | None = None
+    host: bytes | None = None
+    attempt = 0
+    #: The server chosen (a retry without redispatch keeps it).
+    server: _Slot | None = None
+    backend: Backend | None = None
+    client_had_cookie = False
+    sent_head = False
+    #: The last server tried (a retry avoids it).
+    last_tried: str | None = None
+    expect_continue = False
+    #: The server whose maxconn slot this request holds (released exactly once).
+    slot: str | None = None
+    priority = 0
+    queued_until = 0.0
+    #: A GET the cache may store the response of.
+    cacheable = False
+    hosts = 0
+    #: Headers named in Connection (hop-by-hop, not forwarded); None: none.
+    conn_named: list[bytes] | None = None
+    upgrade_hdr: tuple[bytes, bytes] | None = None
 
     def __init__(self) -> None:
-        self.method = b""
-        self.target = b""
         self.headers: list[tuple[bytes, bytes]] = []
-        self.version = "1.1"
-        self.keep_alive = True
-        self.upgrade = False
+        #: Body bytes received before the request could be sent on.
         self.body: list[bytes] = []
-        self.complete = False
-        self.chunked = False
-        self.content_length: int | None = None
         self.cookie_values: list[bytes] = []
-        self.host: bytes | None = None
-        self.attempt = 0
-        self.server: ServerView | None = None
-        self.backend: Backend | None = None
-        self.server_cookie: bytes | None = None
-        self.client_had_cookie = False
-        self.sent_head = False
-        self.tried: dict[str, None] = {}  # ordered set of servers tried
-        self.body_sent = 0
-        self.expect_continue = False
-        #: The server whose maxconn slot this request holds (released exactly once).
-        self.slot: str | None = None
-        self.priority = 0
-        self.queued_until = 0.0
-        #: A GET the cache may store the response of.
-        self.cacheable = False
-        self.hosts = 0
-        self.conn_named: list[bytes] = []
-        self.upgrade_hdr: tuple[bytes, bytes] | None = None
 
     @property
     def idempotent(self) -> bool:
@@ -333,53 +378,55 @@ class _BadRequest(Exception):
 
 
 class ClientConnection(asyncio.Protocol):
-    """One client connection: parses requests, proxies them one at a time, in order."""
+    """One client connection: parses requests, proxies them one at a time, in order.
+
+    Class attributes are the defaults of the per-connection state (one connection per
+    request in ``Connection: close`` traffic puts its creation on the hot path).
+    """
+
+    transport: asyncio.Transport | None = None
+    peer = ""
+    current: Request | None = None  # being parsed
+    active: Request | None = None  # being proxied
+    upstream: ServerConnection | None = None
+    head_size = 0
+    closing = False
+    tunnel = False
+    write_paused = False
+    read_paused = False
+    deadline = 0.0
+    deadline_status = 408
+    in_head = True
+    head_bytes = 0
+    pending = False
+    #: Accepted beyond the service's maxconn: not read until a slot frees.
+    waiting = False
+    #: What arrived while waiting (uvloop delivers a first read even when paused).
+    held: list[bytes] | None = None
+    #: The pool ``extra`` (X-Forwarded-For) was computed for.
+    extra_for: Backend | None = None
+    extra = b""
 
     def __init__(self, proxy: HttpProxy) -> None:
-        # Shared server state
         self.proxy = proxy
         self.settings = proxy.settings
-        # Per-connection state
-        self.transport: asyncio.Transport | None = None
-        self.peer = ""
         self.parser = httptools.HttpRequestParser(self)
         self.queue: collections.deque[Request] = collections.deque()
-        self.current: Request | None = None  # being parsed
-        self.active: Request | None = None  # being proxied
-        self.upstream: ServerConnection | None = None
-        self.head_size = 0
-        self.closing = False
-        self.tunnel = False
-        self.write_paused = False
-        self.read_paused = False
-        self.deadline = 0.0
-        self.deadline_status = 408
-        self.in_head = True
-        self.head_bytes = 0
-        self.pending = False
-        #: Accepted beyond the service's maxconn: not read until a slot frees.
-        self.waiting = False
-        self.held: list[bytes] = []
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (asyncio and uvloop both set TCP_NODELAY on TCP transports already)
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
         px = self.proxy
         px.clients.add(self)
         self.deadline = _now() + self.settings.timeout_http_request
-        self.deadline_status = 408
         if px.serving >= self.settings.maxconn:
             # Over the service's maxconn: the connection waits, unread, for a slot (HAProxy
             # leaves it in the accept queue); the request timeout still applies.
             self.waiting = True
+            self.held = []
             transport.pause_reading()  # type: ignore[attr-defined]
             px.waiting.append(self)
         else:
@@ -400,21 +447,24 @@ class ClientConnection(asyncio.Protocol):
                 px.serving += 1
                 nxt.deadline = _now() + self.settings.timeout_http_request
                 nxt.transport.resume_reading()
-                held, nxt.held = nxt.held, []
+                held, nxt.held = nxt.held or [], None
                 for data in held:
                     nxt.data_received(data)
         self.closing = True
-        self._release(self.active)
+        if self.active is not None:
+            self._release(self.active)
         up = self.upstream
         if up is not None:
             self.upstream = None
             up.client_gone()
         self.transport = None
+        # the parser holds this protocol's callbacks: break the cycle, free without the GC
+        self.parser = None
 
     def data_received(self, data: bytes) -> None:
         if self.waiting:
             # uvloop delivers the first read even when connection_made paused reading
-            self.held.append(data)
+            self.held.append(data)  # type: ignore[union-attr]
             self.transport.pause_reading()  # type: ignore[union-attr]
             return
         if self.tunnel:
@@ -520,6 +570,8 @@ class ClientConnection(asyncio.Protocol):
             for t in value.split(b","):
                 t = t.strip().lower()
                 if t not in (b"close", b"keep-alive", b"upgrade"):
+                    if req.conn_named is None:
+                        req.conn_named = []
                     req.conn_named.append(t)
         elif code == _H_EXPECT:
             if value.lower() == b"100-continue":
@@ -585,31 +637,15 @@ class ClientConnection(asyncio.Protocol):
         if self.read_paused and not self.queue and self.transport is not None:
             self.read_paused = False
             self.transport.resume_reading()
-        pool = self.settings.pool
-        st = self.settings
-        if st.routing is not None or st.rules or st.rate_limit is not None:
-            view = RequestView(req.method, req.target, req.headers, self.peer)
-            if st.rules:
-                d = apply_rules(st.rules, view, req.headers)
-                if d.status:
-                    self.respond_error(d.status, location=d.location)
-                    return
-                req.priority = d.priority
-            if st.rate_limit is not None and (d.track if st.rules and st.rate_limit.tracked else True):
-                rate = self.proxy.rates.hit(self.peer, _now())
-                if rate > st.rate_limit.requests:
-                    self.respond_error(st.rate_limit.status)
-                    return
-            if st.routing is not None:
-                chosen = st.routing.route(view)
-                if chosen is not None:
-                    pool = chosen
-        backend = self.proxy.backends.get(pool)
+        px = self.proxy
+        backend = px.direct
         if backend is None:
-            self.respond_error(503)
-            return
+            # rules, rate limit or routing decide (or the pool does not exist: 503)
+            backend = self._route(req)
+            if backend is None:
+                return
         req.backend = backend
-        cache = self.proxy.cache
+        cache = px.cache
         if cache is not None and req.method in (b"GET", b"HEAD") and self._from_cache(req, cache):
             return
         pol = backend.settings.cookie
@@ -618,43 +654,80 @@ class ClientConnection(asyncio.Protocol):
             if new_values is not None:
                 req.cookie_values = new_values
             if value is not None:
-                v = backend.by_cookie.get(value)
-                if v is not None and v.accepts_persistent:
-                    req.server = v
+                slot = backend.by_cookie.get(value)
+                if slot is not None and slot.sticky:
+                    req.server = slot
                     req.client_had_cookie = True
         self.dispatch(req)
 
+    def _route(self, req: Request) -> Backend | None:
+        """Apply the http-request rules, the rate limit and the routing ACLs: the backend
+        the request goes to, or None when it was answered here."""
+        st = self.settings
+        pool = st.pool
+        view = RequestView(req.method, req.target, req.headers, self.peer)
+        if st.rules:
+            d = apply_rules(st.rules, view, req.headers)
+            if d.status:
+                self.respond_error(d.status, location=d.location)
+                return None
+            req.priority = d.priority
+        if st.rate_limit is not None and (d.track if st.rules and st.rate_limit.tracked else True):
+            rate = self.proxy.rates.hit(self.peer, _now())
+            if rate > st.rate_limit.requests:
+                self.respond_error(st.rate_limit.status)
+                return None
+        if st.routing is not None:
+            chosen = st.routing.route(view)
+            if chosen is not None:
+                pool = chosen
+        backend = self.proxy.backends.get(pool)
+        if backend is None:
+            self.respond_error(503)
+        return backend
+
     def dispatch(self, req: Request) -> None:
+        """Send ``req`` to a server: its sticky one, else the pool's pick (queued when every
+        usable server is at its maxconn, 503 when none is usable)."""
         backend = req.backend
         assert backend is not None
-        server = req.server
-        if server is not None and not backend.has_room(server.name):
-            # a sticky request waits for its own server (HAProxy's per-server queue)
-            self._queue(req, backend)
-            return
-        if server is None:
-            last = next(reversed(req.tried)) if req.tried else None
-            server = backend.pick(self._key(req, backend), req.attempt, last)
-            if server is None:
-                if backend.picker is not None and len(backend.picker) and backend.maxconn:
+        slot = req.server
+        if slot is not None:
+            # the sticky (or not redispatched) server, as the current snapshot has it
+            slot = backend.slots.get(slot.name)
+            if slot is not None and slot.maxconn and slot.active >= slot.maxconn:
+                # a sticky request waits for its own server (HAProxy's per-server queue)
+                req.server = slot
+                self._queue(req, backend)
+                return
+        if slot is None:
+            slot = backend.pick(None if backend.key_kind == "none" else self._key(req, backend), req.attempt,
+                                req.last_tried)
+            if slot is None:
+                if backend.limited and backend.picker is not None and len(backend.picker):
                     self._queue(req, backend)  # every usable server is at its maxconn
                 else:
                     self.respond_error(503)
                 return
-        req.server = server
-        req.tried[server.name] = None
-        req.slot = server.name
-        backend.acquire(server.name)
-        req.server_cookie = backend.cookie_of.get(server.name)
-        ep = server.server.address
-        conn = backend.take_idle(ep) if backend.mode == "keep-alive" else None
-        if conn is not None:
-            conn.attach(self, req, reused=True)
-            return
-        conn = ServerConnection(self.proxy, backend, ep)
+        name = slot.name
+        req.server = slot
+        req.last_tried = name
+        if backend.limited or backend.counts:
+            req.slot = name
+            slot.active += 1
+            if backend.counts:
+                backend.picker.on_connect(name)  # type: ignore[union-attr]
+        if backend.keep_alive:
+            idle = slot.idle
+            while idle:
+                conn = idle.pop()
+                t = conn.transport
+                if t is not None and not t.is_closing():
+                    conn.attach(self, req, True)
+                    return
+        conn = ServerConnection(self.proxy, backend, slot.address, name)
         self.proxy.connecting += 1
-        loop = asyncio.get_running_loop()
-        loop.create_task(conn.connect(self, req))
+        (self.proxy.loop or asyncio.get_running_loop()).create_task(conn.connect(self, req))
 
     def _key(self, req: Request, backend: Backend) -> int | None:
         if backend.key_kind == "none" or backend.policy is None:
@@ -740,21 +813,25 @@ class ClientConnection(asyncio.Protocol):
         self.respond_error(503)
 
     def extra_request_headers(self, req: Request, backend: Backend) -> bytes:
-        out = b""
+        """The header lines the proxy adds to a request it sends on (each ends with CRLF)."""
+        if self.extra_for is not backend:
+            # what depends only on this client and the pool, computed once per connection
+            self.extra_for = backend
+            self.extra = b""
+            bs = backend.settings
+            if self.settings.forwardfor or bs.forwardfor:
+                excepts = self.settings.forwardfor_except + bs.forwardfor_except
+                if not excepts or not _in_nets(self.peer, excepts):
+                    hdr = bs.forwardfor_header if bs.forwardfor else self.settings.forwardfor_header
+                    self.extra = hdr + b": " + self.peer.encode() + b"\r\n"
+        out = self.extra
         if req.cookie_values:
-            out += b"".join(b"Cookie: " + v + b"\r\n" for v in req.cookie_values)
-        bs = backend.settings
-        ff = self.settings.forwardfor or bs.forwardfor
-        if ff:
-            excepts = self.settings.forwardfor_except + bs.forwardfor_except
-            if not excepts or not _in_nets(self.peer, excepts):
-                hdr = bs.forwardfor_header if bs.forwardfor else self.settings.forwardfor_header
-                out += hdr + b": " + self.peer.encode() + b"\r\n"
+            out = b"".join(b"Cookie: " + v + b"\r\n" for v in req.cookie_values) + out
         if req.chunked:
             out += b"Transfer-Encoding: chunked\r\n"
         if req.upgrade:
             out += b"Connection: upgrade\r\n"
-        elif backend.mode != "keep-alive":
+        elif not backend.keep_alive:
             out += b"Connection: close\r\n"
         return out
 
@@ -786,7 +863,7 @@ class ClientConnection(asyncio.Protocol):
 
     def start_tunnel(self, up: ServerConnection, req: Request) -> None:
         self.tunnel = True
-        self.deadline = float("inf")
+        self.deadline = _INF
         for chunk in req.body:
             up.transport.write(chunk)  # type: ignore[union-attr]
         req.body.clear()
@@ -868,27 +945,30 @@ _CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 class ServerConnection(asyncio.Protocol):
     """One connection to one server; carries one request at a time, then goes idle."""
 
-    def __init__(self, proxy: HttpProxy, backend: Backend, endpoint: Endpoint) -> None:
+    transport: asyncio.Transport | None = None
+    client: ClientConnection | None = None
+    req: Request | None = None
+    buf = b""
+    state = "idle"  # idle | head | body | tunnel | closed
+    remaining = 0
+    chunks: _Chunks | None = None
+    chunk_parser = None
+    close_delimited = False
+    server_close = False
+    reused = False
+    got_bytes = False
+    client_close = False
+    deadline = _INF
+    #: Body bytes of a response being stored in the cache (None: not storing).
+    capture: list[bytes] | None = None
+    capture_entry: Entry | None = None
+
+    def __init__(self, proxy: HttpProxy, backend: Backend, endpoint: Endpoint, name: str = "") -> None:
         self.proxy = proxy
         self.backend = backend
         self.endpoint = endpoint
-        self.transport: asyncio.Transport | None = None
-        self.client: ClientConnection | None = None
-        self.req: Request | None = None
-        self.buf = b""
-        self.state = "idle"  # idle | head | body | tunnel
-        self.remaining = 0
-        self.chunks: _Chunks | None = None
-        self.chunk_parser = None
-        self.close_delimited = False
-        self.server_close = False
-        self.reused = False
-        self.got_bytes = False
-        self.client_close = False
-        self.deadline = float("inf")
-        #: Body bytes of a response being stored in the cache (None: not storing).
-        self.capture: list[bytes] | None = None
-        self.capture_entry: Entry | None = None
+        #: The server's name in its pool (where the connection goes back when idle).
+        self.name = name
 
     async def connect(self, client: ClientConnection, req: Request) -> None:
         loop = asyncio.get_running_loop()
@@ -911,12 +991,6 @@ class ServerConnection(asyncio.Protocol):
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
         self.proxy.servers.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -998,12 +1072,12 @@ class ServerConnection(asyncio.Protocol):
         self.buf = b""
         client.upstream = self
         backend = self.backend
-        head_parts = [req.method, b" ", req.target, b" HTTP/1.1\r\n"]
-        for k, v in req.headers:
-            head_parts += (k, b": ", v, b"\r\n")
-        head_parts.append(client.extra_request_headers(req, backend))
-        head_parts.append(b"\r\n")
-        data = b"".join(head_parts)
+        extra = client.extra_request_headers(req, backend)
+        if req.headers:
+            data = b"%s %s HTTP/1.1\r\n%s\r\n%s\r\n" % (
+                req.method, req.target, b"\r\n".join(map(b": ".join, req.headers)), extra)
+        else:
+            data = b"%s %s HTTP/1.1\r\n%s\r\n" % (req.method, req.target, extra)
         if req.body and not req.upgrade:
             for chunk in req.body:
                 data += (b"%x\r\n%s\r\n" % (len(chunk), chunk)) if req.chunked else chunk
@@ -1035,6 +1109,7 @@ class ServerConnection(asyncio.Protocol):
         buf = self.buf + data if self.buf else data
         client, req = self.client, self.req
         assert client is not None and req is not None
+        backend = self.backend
         while True:
             end = buf.find(b"\r\n\r\n")
             if end < 0:
@@ -1043,12 +1118,9 @@ class ServerConnection(asyncio.Protocol):
                     return
                 self.buf = buf
                 return
-            backend = self.backend
-            pol = backend.settings.cookie
             try:
-                rh = parse_response_head(buf[:end], request_method=req.method,
-                                         want_cookies=pol is not None and pol.reads_server_cookies,
-                                         want_cache=req.cacheable or (pol is not None and pol.nocache))
+                rh = parse_response_head(buf[:end], request_method=req.method, want_cookies=backend.reads_cookies,
+                                         want_cache=req.cacheable or backend.nocache)
             except BadResponse as e:
                 self.bad_response(str(e))
                 return
@@ -1065,11 +1137,19 @@ class ServerConnection(asyncio.Protocol):
         self.buf = b""
         if backend.passive and req.server is not None:
             self.proxy.report(backend.name, req.server.name, rh.status < 500, f"L7 status {rh.status}", "http_5xx")
-        self.server_close = rh.server_close or backend.mode != "keep-alive"
+        self.server_close = rh.server_close or not backend.keep_alive
         self.close_delimited = rh.close_delimited
         extra = b""
-        if pol is not None:
-            cookies, private = response_cookies(rh.set_cookies, pol, req.server_cookie, req.client_had_cookie)
+        slot = req.server
+        if backend.insert:
+            # cookie insert: the chosen server's Set-Cookie, prepared with the snapshot
+            if slot is not None and slot.set_cookie and not req.client_had_cookie:
+                extra = slot.set_cookie
+                if backend.nocache and rh.cacheable_hint is None:
+                    extra += b"\r\nCache-Control: private"
+        elif backend.settings.cookie is not None:
+            cookies, private = response_cookies(rh.set_cookies, backend.settings.cookie,
+                                                slot.cookie if slot is not None else None, req.client_had_cookie)
             if cookies:
                 extra += b"".join(b"\r\nSet-Cookie: " + c for c in cookies)
             if private and rh.cacheable_hint is None:
@@ -1078,13 +1158,14 @@ class ServerConnection(asyncio.Protocol):
             extra += b"\r\nConnection: upgrade"
             client.response_head(req, rh.head + extra + b"\r\n\r\n")
             self.state = "tunnel"
-            self.deadline = float("inf")
+            self.deadline = _INF
             client.start_tunnel(self, req)
             if rest:
                 client.response_body(rest)
             return
         dechunk = rh.chunked and req.version == "1.0"
-        self.client_close = client.client_should_close(req, rh.close_delimited or dechunk) or req.upgrade
+        self.client_close = (not req.keep_alive or rh.close_delimited or dechunk or client.closing
+                             or backend.mode == "close" or req.upgrade)
         if self.client_close:
             extra += b"\r\nConnection: close"
         elif req.version == "1.0":
@@ -1094,13 +1175,15 @@ class ServerConnection(asyncio.Protocol):
         if req.cacheable and self.proxy.cache is not None:
             self._start_capture(req, rh, extra)
         head = rh.head + extra + b"\r\n\r\n"
-        if not rh.chunked and not rh.close_delimited and rest and len(rest) <= (rh.length or 0):
-            if self.capture is not None:
+        length = rh.length  # None when chunked or close-delimited
+        if length is not None and len(rest) <= length:
+            if rest and self.capture is not None:
                 self.capture.append(rest)
             # the usual case: the whole (small) body came with the head: one write, not two
-            self.remaining = (rh.length or 0) - len(rest)
+            self.remaining = length - len(rest)
             self.state = "body"
-            client.response_head(req, head + rest)
+            if client.transport is not None:
+                client.transport.write(head + rest)
             if self.remaining == 0:
                 self.finish()
             return
@@ -1197,10 +1280,9 @@ class ServerConnection(asyncio.Protocol):
                 entry.body = body
                 self.proxy.cache.store(req.host or b"", req.target, entry)
         self.state = "idle"
-        self.deadline = float("inf")
-        reusable = (not self.server_close and req is not None and req.complete and self.transport is not None
-                    and not self.transport.is_closing())
-        if reusable:
+        self.deadline = _INF
+        t = self.transport
+        if not self.server_close and req is not None and req.complete and t is not None and not t.is_closing():
             self.backend.release(self)
         else:
             self.close()
@@ -1265,6 +1347,11 @@ class HttpProxy:
         self.rates = RateTable(rl.period, rl.size) if rl is not None else RateTable(1.0, 1)
         self.cache = Cache(settings.cache) if settings.cache is not None else None
         self.connecting = 0
+        #: The one backend every request goes to when no rule, rate limit or ACL decides.
+        self.direct: Backend | None = None
+        if settings.routing is None and not settings.rules and settings.rate_limit is None:
+            self.direct = self.backends.get(settings.pool)
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._sub = None
         self._reaper: asyncio.Task | None = None
@@ -1303,7 +1390,7 @@ class HttpProxy:
 
     async def start(self) -> None:
         self._sub = self.pool_state.subscribe(self.on_snapshot, name=f"l7 {self.service}")
-        loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
         try:
             for ep in self.settings.listen:
                 srv = await loop.create_server(lambda: ClientConnection(self), ep.host, ep.port,

@@ -69,10 +69,8 @@ class ResponseHead:
     expires: bytes | None = None
     date: bytes | None = None
     has_set_cookie: bool = False
-
-    @property
-    def informational(self) -> bool:
-        return 100 <= self.status < 200 and self.status != 101
+    #: A 1xx other than 101: another head follows.
+    informational: bool = False
 
 
 _HOP_LIST = (b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"proxy-connection", b"te",
@@ -234,7 +232,7 @@ def scan_response_head(raw: bytes, *, request_method: bytes, want_cookies: bool,
         head = b"".join(parts)
     return ResponseHead(status, minor, head, length, chunked, close_delimited, server_close,
                         upgrade and status == 101, set_cookies, cache_control, vary, expires, date,
-                        has_set_cookie)
+                        has_set_cookie, 100 <= status < 200 and status != 101)
 
 
 def _strip_headers(raw: bytes, names: set[bytes]) -> bytes:

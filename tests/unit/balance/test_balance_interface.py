@@ -13,7 +13,7 @@ from conftest import ALL, KEYED, LIMITED, pool, view
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from herder.balance import EmptyPicker, HashPicker, Target, resolve
+from herder.balance import EmptyPicker, HashPicker, Target, algorithms, resolve
 from herder.balance.base import BACKUP_TIER, targets_from, usable_targets
 from herder.pool.model import AdminMode, HealthState
 
@@ -215,3 +215,35 @@ def test_hash_pickers_share_the_lookup_many_contract():
         assert isinstance(p, HashPicker)
         many = p.lookup_many(keys)
         assert [p.names[i] for i in many] == picks(p, [int(k) for k in keys]), name
+
+
+# ------------------------------------------------------------------ counts_load
+
+
+def test_counts_load_false_means_the_counters_change_no_pick(algorithm):
+    """An algorithm that says it never reads the connection counters (so that the L7 proxy
+    skips on_connect/on_release) picks exactly the same with and without them."""
+    servers = [("a", 3), ("b", 1), ("c", 2), ("d", 1)]
+    quiet, busy = build(algorithm, servers), build(algorithm, servers)
+    algo = next(a for a in algorithms() if a.name == algorithm)
+    if algo.counts:
+        assert quiet.counts_load, f"{algorithm} is registered as counting connections"
+        return
+    keys = list(range(200))
+    loaded = []
+    for k in keys:
+        t = busy.pick(k)
+        loaded.append(None if t is None else t.name)
+        if t is not None:
+            busy.on_connect(t.name)  # connections that never end
+            busy.on_connect("a")
+    if not quiet.counts_load:
+        assert picks(quiet, keys) == loaded, f"{algorithm}: counts_load = False but its picks follow the counters"
+
+
+def test_leastconn_does_read_the_counters_the_test_above_relies_on():
+    quiet, busy = build("leastconn", [("a", 1), ("b", 1)]), build("leastconn", [("a", 1), ("b", 1)])
+    for _ in range(5):
+        busy.on_connect("a")
+    assert busy.counts_load
+    assert picks(busy, range(4)) != picks(quiet, range(4))
