@@ -40,7 +40,14 @@ import httptools
 from herder.l7.core.acl import RequestView, Routing
 from herder.l7.core.cache import Cache, CachePolicy, Entry, freshness, request_bypasses
 from herder.l7.core.cookie import CookiePolicy, request_cookie, response_cookies
-from herder.l7.core.http import MAX_HEAD, BadResponse, error_response, parse_response_head
+from herder.l7.core.http import (
+    MAX_HEAD,
+    BadResponse,
+    ResponseHead,
+    error_response,
+    parse_response_head,
+    response_head_memo,
+)
 from herder.l7.core.rules import HttpRule, RateTable, apply_rules
 from herder.pool.model import Endpoint
 from herder.pool.state import PoolView, ServerView, Snapshot
@@ -170,6 +177,11 @@ class Backend:
         #: Cookie prefix/rewrite: the server's Set-Cookie headers are read and rewritten.
         self.reads_cookies = pol is not None and pol.reads_server_cookies
         self.nocache = pol is not None and pol.nocache
+        #: Heads already scanned, for the fast path: requests other than HEAD and not stored
+        #: in the cache (None: this pool's cookie mode rewrites Set-Cookie, no fast path).
+        self.plain_heads: dict[bytes, ResponseHead] | None = None
+        if not self.reads_cookies:
+            self.plain_heads = response_head_memo(head_request=False, want_cookies=False, want_cache=self.nocache)
         #: Requests waiting for a free server: (priority class, arrival order, client, request).
         self.queue: list[tuple[int, int, ClientConnection, Request]] = []
         self._seq = 0
@@ -345,6 +357,8 @@ class Request:
     #: A GET the cache may store the response of.
     cacheable = False
     hosts = 0
+    #: The request's Connection header has a keep-alive token.
+    keep_alive_token = False
     #: Headers named in Connection (hop-by-hop, not forwarded); None: none.
     conn_named: list[bytes] | None = None
     upgrade_hdr: tuple[bytes, bytes] | None = None
@@ -360,13 +374,24 @@ class Request:
         return self.method in (b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE")
 
 
-_H_HOST, _H_COOKIE, _H_CONTENT_LENGTH, _H_TRANSFER_ENCODING, _H_CONNECTION, _H_EXPECT, _H_UPGRADE, _H_HOP = range(8)
+_H_PLAIN, _H_HOST, _H_COOKIE, _H_CONTENT_LENGTH, _H_TRANSFER_ENCODING, _H_CONNECTION, _H_EXPECT, _H_UPGRADE, \
+    _H_HOP = range(9)
 #: Request headers the proxy acts on (everything else is forwarded as received).
 _REQ_SPECIAL = {
     b"host": _H_HOST, b"cookie": _H_COOKIE, b"content-length": _H_CONTENT_LENGTH,
     b"transfer-encoding": _H_TRANSFER_ENCODING, b"connection": _H_CONNECTION, b"expect": _H_EXPECT,
     b"upgrade": _H_UPGRADE, b"keep-alive": _H_HOP, b"proxy-connection": _H_HOP, b"te": _H_HOP, b"trailer": _H_HOP,
 }
+#: Header names as received -> their class: one lookup instead of lower() and a lookup.
+_REQ_CLASS: dict[bytes, int] = {}
+
+
+def _classify(name: bytes) -> int:
+    code = _REQ_SPECIAL.get(name.lower(), _H_PLAIN)
+    if len(_REQ_CLASS) < 4096:  # clients choose names: bounded
+        _REQ_CLASS[name] = code
+    return code
+
 
 
 class _HeadTooLarge(Exception):
@@ -550,8 +575,10 @@ class ClientConnection(asyncio.Protocol):
             raise _HeadTooLarge
         req = self.current
         assert req is not None
-        code = _REQ_SPECIAL.get(name.lower())
+        code = _REQ_CLASS.get(name)
         if code is None:
+            code = _classify(name)
+        if code == _H_PLAIN:
             req.headers.append((name, value))
         elif code == _H_HOST:
             req.hosts += 1
@@ -569,7 +596,9 @@ class ClientConnection(asyncio.Protocol):
         elif code == _H_CONNECTION:
             for t in value.split(b","):
                 t = t.strip().lower()
-                if t not in (b"close", b"keep-alive", b"upgrade"):
+                if t == b"keep-alive":
+                    req.keep_alive_token = True
+                elif t not in (b"close", b"upgrade"):
                     if req.conn_named is None:
                         req.conn_named = []
                     req.conn_named.append(t)
@@ -586,9 +615,14 @@ class ClientConnection(asyncio.Protocol):
         assert req is not None
         p = self.parser
         req.method = p.get_method()
-        req.version = p.get_http_version()
-        req.keep_alive = p.should_keep_alive()
-        req.upgrade = p.should_upgrade()
+        req.keep_alive = keep_alive = p.should_keep_alive()
+        if not keep_alive or req.keep_alive_token:
+            req.version = p.get_http_version()
+        # else: persistent without "Connection: keep-alive": llhttp says that is HTTP/1.1 (1.0,
+        # 0.9 and 2.0 are persistent only with the token), the class default; asking the
+        # parser costs as much as the rest of this function
+        if p.should_upgrade():
+            req.upgrade = True
         if req.upgrade and req.upgrade_hdr is not None:
             req.headers.append(req.upgrade_hdr)
         if req.conn_named:
@@ -1030,6 +1064,20 @@ class ServerConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
         st = self.state
+        if st == "head":
+            req = self.req
+            backend = self.backend
+            if not self.buf and req is not None and backend.plain_heads is not None and not req.cacheable \
+                    and req.method != b"HEAD":
+                # The fast path: a head seen before, framed by Content-Length, with all of its
+                # (small) body in this read. One write to the client, and the exchange ends.
+                end = data.find(b"\r\n\r\n")
+                rh = backend.plain_heads.get(data[:end]) if end > 0 else None
+                if rh is not None and rh.plain and len(data) - end - 4 <= rh.length:
+                    self._fast_response(data, end, rh, req, backend)
+                    return
+            self.on_head_data(data)
+            return
         if st == "body" and self.remaining > 0:
             n = len(data)
             if n <= self.remaining:
@@ -1042,9 +1090,6 @@ class ServerConnection(asyncio.Protocol):
         if st == "tunnel":
             if self.client is not None and self.client.transport is not None:
                 self.client.transport.write(data)
-            return
-        if st == "head":
-            self.on_head_data(data)
             return
         if st == "body":
             self.on_body_data(data)
@@ -1105,6 +1150,44 @@ class ServerConnection(asyncio.Protocol):
             self.transport.write(b"0\r\n\r\n")
 
     # -- response side
+    def _fast_response(self, data: bytes, end: int, rh: ResponseHead, req: Request, backend: Backend) -> None:
+        """:meth:`on_head_data` for a known plain head with its body in ``data`` (same result)."""
+        client = self.client
+        assert client is not None
+        if backend.passive and req.server is not None:
+            self.proxy.report(backend.name, req.server.name, rh.status < 500, f"L7 status {rh.status}", "http_5xx")
+        self.server_close = rh.server_close or not backend.keep_alive
+        self.close_delimited = False
+        extra = b""
+        if backend.insert:
+            slot = req.server
+            if slot is not None and slot.set_cookie and not req.client_had_cookie:
+                extra = slot.set_cookie
+                if backend.nocache and rh.cacheable_hint is None:
+                    extra += b"\r\nCache-Control: private"
+        close = not req.keep_alive or client.closing or backend.mode == "close" or req.upgrade
+        self.client_close = close
+        if close:
+            extra += b"\r\nConnection: close"
+        elif req.version == "1.0":
+            extra += b"\r\nConnection: keep-alive"
+        body = len(data) - end - 4
+        if client.transport is not None:
+            client.transport.write(rh.head + extra + b"\r\n\r\n" + data[end + 4:] if body else rh.head + extra + b"\r\n\r\n")
+        if body < rh.length:  # type: ignore[operator]
+            self.remaining = rh.length - body  # type: ignore[operator]
+            self.state = "body"
+            return
+        self.client = self.req = None
+        self.state = "idle"
+        self.deadline = _INF
+        t = self.transport
+        if not self.server_close and req.complete and t is not None and not t.is_closing():
+            backend.release(self)
+        else:
+            self.close()
+        client.response_done(req, close)
+
     def on_head_data(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
         client, req = self.client, self.req

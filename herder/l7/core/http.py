@@ -27,6 +27,7 @@ __all__ = [
     "ResponseHead",
     "error_response",
     "parse_response_head",
+    "response_head_memo",
     "scan_response_head",
 ]
 
@@ -71,6 +72,9 @@ class ResponseHead:
     has_set_cookie: bool = False
     #: A 1xx other than 101: another head follows.
     informational: bool = False
+    #: A final response framed by its Content-Length (or without a body), no protocol switch:
+    #: what a proxy's fast path handles.
+    plain: bool = False
 
 
 _HOP_LIST = (b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"proxy-connection", b"te",
@@ -108,8 +112,20 @@ def _scan_careful(raw: bytes) -> list[tuple[bytes, bytes, int, int]]:
     return out
 
 
-_MEMO: dict[tuple, ResponseHead] = {}
+_MEMOS: dict[tuple[bool, bool, bool], dict[bytes, ResponseHead]] = {}
 _MEMO_MAX = 1024
+
+
+def response_head_memo(*, head_request: bool, want_cookies: bool, want_cache: bool) -> dict[bytes, ResponseHead]:
+    """The heads already scanned with these flags (raw head -> :class:`ResponseHead`).
+
+    A hot path looks a head up here directly and calls :func:`parse_response_head` on a
+    miss (which fills it). The values must be treated as read-only.
+    """
+    memo = _MEMOS.get((head_request, want_cookies, want_cache))
+    if memo is None:
+        memo = _MEMOS[(head_request, want_cookies, want_cache)] = {}
+    return memo
 
 
 def parse_response_head(raw: bytes, *, request_method: bytes, want_cookies: bool,
@@ -117,14 +133,15 @@ def parse_response_head(raw: bytes, *, request_method: bytes, want_cookies: bool
     """Like :func:`scan_response_head`, remembered: a server sends the same head over and
     over (its Date changes once a second), so most heads are a dictionary lookup. The
     result must be treated as read-only."""
-    key = (raw, request_method == b"HEAD", want_cookies, want_cache)
-    rh = _MEMO.get(key)
+    memo = response_head_memo(head_request=request_method == b"HEAD", want_cookies=want_cookies,
+                              want_cache=want_cache)
+    rh = memo.get(raw)
     if rh is None:
         rh = scan_response_head(raw, request_method=request_method, want_cookies=want_cookies,
                                 want_cache=want_cache)
-        if len(_MEMO) >= _MEMO_MAX:
-            _MEMO.clear()
-        _MEMO[key] = rh
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        memo[raw] = rh
     return rh
 
 
@@ -232,7 +249,8 @@ def scan_response_head(raw: bytes, *, request_method: bytes, want_cookies: bool,
         head = b"".join(parts)
     return ResponseHead(status, minor, head, length, chunked, close_delimited, server_close,
                         upgrade and status == 101, set_cookies, cache_control, vary, expires, date,
-                        has_set_cookie, 100 <= status < 200 and status != 101)
+                        has_set_cookie, 100 <= status < 200 and status != 101,
+                        length is not None and status >= 200)
 
 
 def _strip_headers(raw: bytes, names: set[bytes]) -> bytes:
