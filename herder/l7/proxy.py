@@ -398,6 +398,16 @@ class _HeadTooLarge(Exception):
     pass
 
 
+class _Discard:
+    """The parser of a connection whose input is over: whatever else arrives is dropped."""
+
+    def feed_data(self, data: bytes) -> None:
+        pass
+
+
+_DISCARD = _Discard()
+
+
 class _BadRequest(Exception):
     pass
 
@@ -517,8 +527,15 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserError as e:
             # httptools wraps exceptions raised in callbacks; the cause says which it was
             cause = e.__cause__ or e.__context__
+            req = self.current
             if isinstance(e, _HeadTooLarge) or isinstance(cause, _HeadTooLarge):
                 self.fail(431)
+            elif (e.args and str(e.args[0]).startswith("Data after") and req is not None and req.complete
+                    and not req.keep_alive):
+                # Bytes after a request that closes the connection (HTTP/1.0, or "Connection:
+                # close"): llhttp refuses them. The request is answered, the rest ignored.
+                self.parser = _DISCARD
+                self._dispatch_pending()
             else:
                 log.debug("%s: bad request: %s", self.peer, e)
                 self.fail(400)

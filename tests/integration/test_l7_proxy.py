@@ -138,6 +138,27 @@ def test_chunked_response_passes_through_and_is_dechunked_for_http10(one_backend
     assert b"Transfer-Encoding" not in out10 and out10.endswith(b"\r\n\r\nhello world")
 
 
+def test_http10_keep_alive_only_when_asked_and_http11_by_default(one_backend):
+    """The version decides persistence (RFC 9112 §9.3): 1.0 closes unless the client sent
+    Connection: keep-alive, 1.1 stays open unless it sent close; and the answers say so."""
+    be, port = one_backend
+    # HTTP/1.0 without the token: one response, then the proxy closes (no second answer)
+    out = exchange(port, b"GET /a HTTP/1.0\r\n\r\nGET /b HTTP/1.0\r\n\r\n")
+    assert out.count(b"HTTP/1.1 200") == 1 and b"Connection: close" in out
+    # HTTP/1.0 with the token: kept open, both answered, each says keep-alive
+    out = exchange(port, b"GET /c HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                   b"GET /d HTTP/1.0\r\n\r\n")
+    assert out.count(b"HTTP/1.1 200") == 2
+    first, second = out.split(b"HTTP/1.1 200")[1:]
+    assert b"Connection: keep-alive" in first and b"Connection: close" in second
+    # HTTP/1.1 without Host is refused (the version was told apart from 1.0 without asking)
+    assert exchange(port, b"GET /e HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 400")
+    # HTTP/1.1 with a keep-alive token stays 1.1 (Host still required)
+    assert exchange(port, b"GET /f HTTP/1.1\r\nConnection: keep-alive\r\n\r\n").startswith(b"HTTP/1.1 400")
+    paths = [r.split(b" ")[1] for r in be.requests()]
+    assert paths == [b"/a", b"/c", b"/d"]
+
+
 def test_chunked_request_body_is_forwarded(one_backend):
     be, port = one_backend
     out = exchange(port, b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
