@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Row, children, cpu_seconds, pin
+from bench.common import Row, children, cpu_seconds, pin, require_free_ports
 from herder import proc
 
 DESCRIPTION = "L7 proxy req/s and per-core capacity vs haproxy and nginx (wrk, keep-alive and close)"
@@ -121,6 +121,7 @@ def run(quick: bool) -> list[Row]:
         if shutil.which(tool) is None:
             raise RuntimeError(f"{tool} is not installed (make system installs it)")
     seconds, repeats = (3, 1) if quick else (10, 3)
+    require_free_ports(*BACKEND_PORTS, *PORTS.values())
     d = Path(tempfile.mkdtemp(prefix="herder-bench-l7-"))
     _configs(d)
     started: list[proc.Child] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import asdict, dataclass
 
 
@@ -55,6 +56,21 @@ def format_table(rows: list[Row]) -> str:
     lines = ["   " + "  ".join(str(x).ljust(w) for x, w in zip(head, widths, strict=True))]
     lines += ["   " + "  ".join(str(x).ljust(w) for x, w in zip(b, widths, strict=True)) for b in body]
     return "\n".join(lines)
+
+
+def require_free_ports(*ports: int, host: str = "127.0.0.1") -> None:
+    """Raise unless every TCP port is free: a benchmark must not measure a process that
+    someone else left listening on its port (it would report that process's numbers)."""
+    busy = []
+    for port in ports:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
+            try:
+                s.bind((host, port))
+            except OSError:
+                busy.append(port)
+    if busy:
+        raise RuntimeError(f"port(s) {', '.join(map(str, busy))} on {host} already in use: stop what listens there")
 
 
 def pin(pid: int, cpu: int) -> None:

@@ -544,7 +544,9 @@ class ClientConnection(asyncio.Protocol):
         except _BadRequest:
             self.fail(400)
         else:
-            self._dispatch_pending()
+            if self.pending and self.active is None and not self.closing:  # _dispatch_pending()
+                self.pending = False
+                self.start_next()
 
     def _dispatch_pending(self) -> None:
         # A request is dispatched only once the whole chunk of input that carried its head
@@ -752,8 +754,13 @@ class ClientConnection(asyncio.Protocol):
                 self._queue(req, backend)
                 return
         if slot is None:
-            slot = backend.pick(None if backend.key_kind == "none" else self._key(req, backend), req.attempt,
-                                req.last_tried)
+            if backend.limited or backend.key_kind != "none":
+                slot = backend.pick(None if backend.key_kind == "none" else self._key(req, backend), req.attempt,
+                                    req.last_tried)
+            else:  # backend.pick(), inlined
+                picker = backend.picker
+                t = picker.pick(None, req.attempt, req.last_tried) if picker is not None else None
+                slot = backend.slots.get(t.name) if t is not None else None
             if slot is None:
                 if backend.limited and backend.picker is not None and len(backend.picker):
                     self._queue(req, backend)  # every usable server is at its maxconn
@@ -901,7 +908,8 @@ class ClientConnection(asyncio.Protocol):
     def response_done(self, req: Request, close: bool) -> None:
         self.upstream = None
         self.active = None
-        self._release(req)
+        if req.slot is not None:
+            self._release(req)
         # A response that ends before its request body did: the rest of the body cannot be
         # told apart from a next request, so the connection closes (as HAProxy does).
         if close or self.transport is None or not req.complete:
@@ -1134,7 +1142,10 @@ class ServerConnection(asyncio.Protocol):
         self.buf = b""
         client.upstream = self
         backend = self.backend
-        extra = client.extra_request_headers(req, backend)
+        if client.extra_for is backend and backend.keep_alive and not (req.cookie_values or req.chunked or req.upgrade):
+            extra = client.extra  # what extra_request_headers() would say
+        else:
+            extra = client.extra_request_headers(req, backend)
         if req.headers:
             data = b"%s %s HTTP/1.1\r\n%s\r\n%s\r\n" % (
                 req.method, req.target, b"\r\n".join(map(b": ".join, req.headers)), extra)
@@ -1199,7 +1210,11 @@ class ServerConnection(asyncio.Protocol):
         self.state = "idle"
         self.deadline = _INF
         t = self.transport
-        if not self.server_close and req.complete and t is not None and not t.is_closing():
+        slot = backend.slots.get(self.name)
+        if (not self.server_close and req.complete and t is not None and not t.is_closing() and slot is not None
+                and slot.sticky and slot.address is self.endpoint):
+            slot.idle.append(self)  # backend.release(), inlined
+        elif not self.server_close and req.complete and t is not None and not t.is_closing():
             backend.release(self)
         else:
             self.close()
