@@ -544,6 +544,10 @@ class ClientConnection(asyncio.Protocol):
         except _BadRequest:
             self.fail(400)
         else:
+            if self.in_head and self.deadline_status != 408 and self.current is not None:
+                # a head begun and not complete: the http-request timeout runs (408)
+                self.deadline = _now() + self.settings.timeout_http_request
+                self.deadline_status = 408
             if self.pending and self.active is None and not self.closing:  # _dispatch_pending()
                 self.pending = False
                 self.start_next()
@@ -574,12 +578,10 @@ class ClientConnection(asyncio.Protocol):
 
     # -- httptools callbacks
     def on_message_begin(self) -> None:
+        # (the http-request deadline is armed by data_received, only if the head stays incomplete)
         self.current = Request()
         self.head_size = 0
         self.in_head = True
-        if self.deadline_status != 408:
-            self.deadline = _now() + self.settings.timeout_http_request
-            self.deadline_status = 408
 
     def on_url(self, url: bytes) -> None:
         self.head_size += len(url)
@@ -653,7 +655,8 @@ class ClientConnection(asyncio.Protocol):
             raise _BadRequest  # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is a framing attack
         self.in_head = False
         self.head_bytes = 0
-        self.deadline = _now() + self.settings.timeout_client
+        # No client deadline while the request is being answered (the reaper leaves active
+        # connections alone); response_done() arms the keep-alive one.
         self.deadline_status = 0
         self.queue.append(req)
         if self.active is None:
