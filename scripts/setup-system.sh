@@ -5,6 +5,7 @@ set -euo pipefail
 PKGS=(
   nftables python3-nftables iproute2 iputils-ping arping tcpdump conntrack ethtool socat curl procps
   keepalived haproxy nginx-light wrk iperf3 dnsutils gdnsd dnsperf
+  python3.11-venv
 )
 if [ "$(id -u)" != 0 ]; then
   echo "setup-system: not root; skipping apt-get install of: ${PKGS[*]}" >&2

@@ -159,6 +159,8 @@ class Backend:
         #: The effective connection mode (the service's and the pool's combined).
         self.mode = mode
         self.keep_alive = mode == "keep-alive"
+        self.timeout_server = settings.timeout_server
+        self.cookie = settings.cookie
         self.view: PoolView | None = None
         #: The pool has passive health detection: report every response's outcome.
         self.passive = False
@@ -363,11 +365,13 @@ class Request:
     conn_named: list[bytes] | None = None
     upgrade_hdr: tuple[bytes, bytes] | None = None
 
+    #: Body bytes received before the request could be sent on (a list once there are some).
+    body: list[bytes] | tuple[()] = ()
+    #: The values of the request's Cookie headers (a list once there are some).
+    cookie_values: list[bytes] | tuple[()] = ()
+
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
-        #: Body bytes received before the request could be sent on.
-        self.body: list[bytes] = []
-        self.cookie_values: list[bytes] = []
 
     @property
     def idempotent(self) -> bool:
@@ -522,7 +526,7 @@ class ClientConnection(asyncio.Protocol):
             off = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
             rest = data[off:]
             if rest and self.current is not None:
-                self.current.body.append(rest)
+                self.current.body = [*self.current.body, rest]
             self._dispatch_pending()
         except httptools.HttpParserError as e:
             # httptools wraps exceptions raised in callbacks; the cause says which it was
@@ -606,7 +610,10 @@ class ClientConnection(asyncio.Protocol):
             req.host = value
             req.headers.append((name, value))
         elif code == _H_COOKIE:
-            req.cookie_values.append(value)
+            if req.cookie_values:
+                req.cookie_values.append(value)  # type: ignore[union-attr]
+            else:
+                req.cookie_values = [value]
         elif code == _H_CONTENT_LENGTH:
             req.content_length = int(value)
             req.headers.append((name, value))
@@ -644,12 +651,12 @@ class ClientConnection(asyncio.Protocol):
         # parser costs as much as the rest of this function
         if p.should_upgrade():
             req.upgrade = True
-        if req.upgrade and req.upgrade_hdr is not None:
-            req.headers.append(req.upgrade_hdr)
+            if req.upgrade_hdr is not None:
+                req.headers.append(req.upgrade_hdr)
         if req.conn_named:
             named = set(req.conn_named)
             req.headers = [(k, v) for k, v in req.headers if k.lower() not in named]
-        if req.hosts > 1 or (req.hosts == 0 and req.version == "1.1"):
+        if req.hosts != 1 and (req.hosts > 1 or req.version == "1.1"):
             raise _BadRequest
         if req.chunked and req.version == "1.0":
             raise _BadRequest  # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is a framing attack
@@ -672,7 +679,10 @@ class ClientConnection(asyncio.Protocol):
         if req is self.active and self.upstream is not None and req.sent_head:
             self.upstream.send_body(req, body)
         else:
-            req.body.append(body)
+            if req.body:
+                req.body.append(body)  # type: ignore[union-attr]
+            else:
+                req.body = [body]
             if sum(map(len, req.body)) > HIGH_WATER and not self.read_paused and self.transport is not None:
                 self.read_paused = True
                 self.transport.pause_reading()
@@ -704,7 +714,7 @@ class ClientConnection(asyncio.Protocol):
         cache = px.cache
         if cache is not None and req.method in (b"GET", b"HEAD") and self._from_cache(req, cache):
             return
-        pol = backend.settings.cookie
+        pol = backend.cookie
         if pol is not None and req.cookie_values:
             value, new_values = request_cookie(req.cookie_values, pol)
             if new_values is not None:
@@ -928,7 +938,7 @@ class ClientConnection(asyncio.Protocol):
         self.deadline = _INF
         for chunk in req.body:
             up.transport.write(chunk)  # type: ignore[union-attr]
-        req.body.clear()
+        req.body = ()
 
     def respond_error(self, status: int, location: bytes = b"") -> None:
         """Answer ``status`` (with ``Location`` for a redirect) and close the connection."""
@@ -1141,8 +1151,7 @@ class ServerConnection(asyncio.Protocol):
         self.req = req
         self.reused = reused
         self.got_bytes = False
-        self.state = "head"
-        self.buf = b""
+        self.state = "head"  # (buf is empty: an idle connection has no partial head)
         client.upstream = self
         backend = self.backend
         if client.extra_for is backend and backend.keep_alive and not (req.cookie_values or req.chunked or req.upgrade):
@@ -1157,11 +1166,11 @@ class ServerConnection(asyncio.Protocol):
         if req.body and not req.upgrade:
             for chunk in req.body:
                 data += (b"%x\r\n%s\r\n" % (len(chunk), chunk)) if req.chunked else chunk
-            req.body.clear()
+            req.body = ()
         if req.complete and req.chunked:
             data += b"0\r\n\r\n"
         req.sent_head = True
-        self.deadline = _now() + backend.settings.timeout_server
+        self.deadline = _now() + backend.timeout_server
         assert self.transport is not None
         self.transport.write(data)
         if client.read_paused and not client.queue and client.transport is not None:
