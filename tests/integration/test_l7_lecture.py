@@ -84,6 +84,7 @@ def webfarm(tmp_path_factory):
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_port("127.0.0.1", api)
+        wait_port("127.0.0.1", front)  # the API may listen before the proxy does
         for n in NAMES:
             wait_port("127.0.0.1", ports[n])
         wait_health(api, {n: "up" for n in NAMES}, timeout=20)
