@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-unit test-integration test-netns bench lint system clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py herder/l7/proxy.py herder/l7/proxy.pxd
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,plot]'
@@ -44,4 +44,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check herder tests bench
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info herder/l7/proxy.c herder/l7/*.so

@@ -30,6 +30,7 @@ import collections
 import heapq
 import ipaddress
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +59,13 @@ if TYPE_CHECKING:
 __all__ = ["HttpProxy", "ProxySettings", "PoolSettings"]
 
 log = logging.getLogger(__name__)
+
+#: True when this module is the compiled extension (setup.py builds it with Cython when it
+#: can, declarations in proxy.pxd); False when it runs as the plain Python source.
+COMPILED: bool = not __file__.endswith((".py", ".pyc"))
+if COMPILED and os.path.exists(_src := os.path.join(os.path.dirname(__file__), "proxy.py")) \
+        and os.path.getmtime(_src) > os.path.getmtime(__file__):
+    log.warning("%s is older than proxy.py next to it: rebuild it (pip install -e . or make), or remove it", __file__)
 
 HIGH_WATER = 64 * 1024
 _now = time.monotonic
@@ -124,8 +132,6 @@ class _Slot:
     Rebuilt with every snapshot of the pool; the requests in flight and the idle
     keep-alive connections carry over by name (idle ones only while the address stays).
     """
-
-    __slots__ = ("name", "view", "address", "cookie", "set_cookie", "sticky", "maxconn", "active", "idle")
 
     def __init__(self, view: ServerView) -> None:
         server = view.server
@@ -328,50 +334,44 @@ def _close_all(conns: list[ServerConnection]) -> None:
 
 
 class Request:
-    """One request being proxied (per-request state).
-
-    Class attributes are the defaults: a request sets only what differs (it is created for
-    every request, so its creation is on the hot path).
-    """
-
-    method = b""
-    target = b""
-    version = "1.1"
-    keep_alive = True
-    upgrade = False
-    complete = False
-    chunked = False
-    content_length: int | None = None
-    host: bytes | None = None
-    attempt = 0
-    #: The server chosen (a retry without redispatch keeps it).
-    server: _Slot | None = None
-    backend: Backend | None = None
-    client_had_cookie = False
-    sent_head = False
-    #: The last server tried (a retry avoids it).
-    last_tried: str | None = None
-    expect_continue = False
-    #: The server whose maxconn slot this request holds (released exactly once).
-    slot: str | None = None
-    priority = 0
-    queued_until = 0.0
-    #: A GET the cache may store the response of.
-    cacheable = False
-    hosts = 0
-    #: The request's Connection header has a keep-alive token.
-    keep_alive_token = False
-    #: Headers named in Connection (hop-by-hop, not forwarded); None: none.
-    conn_named: list[bytes] | None = None
-    upgrade_hdr: tuple[bytes, bytes] | None = None
-
-    #: Body bytes received before the request could be sent on (a list once there are some).
-    body: list[bytes] | tuple[()] = ()
-    #: The values of the request's Cookie headers (a list once there are some).
-    cookie_values: list[bytes] | tuple[()] = ()
+    """One request being proxied (per-request state)."""
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
+        self.method = b""
+        self.target = b""
+        self.version = "1.1"
+        self.keep_alive = True
+        self.upgrade = False
+        self.complete = False
+        self.chunked = False
+        self.content_length: int | None = None
+        self.host: bytes | None = None
+        self.attempt = 0
+        #: The server chosen (a retry without redispatch keeps it).
+        self.server: _Slot | None = None
+        self.backend: Backend | None = None
+        self.client_had_cookie = False
+        self.sent_head = False
+        #: The last server tried (a retry avoids it).
+        self.last_tried: str | None = None
+        self.expect_continue = False
+        #: The server whose maxconn slot this request holds (released exactly once).
+        self.slot: str | None = None
+        self.priority = 0
+        self.queued_until = 0.0
+        #: A GET the cache may store the response of.
+        self.cacheable = False
+        self.hosts = 0
+        #: The request's Connection header has a keep-alive token.
+        self.keep_alive_token = False
+        #: Headers named in Connection (hop-by-hop, not forwarded); None: none.
+        self.conn_named: list[bytes] | None = None
+        self.upgrade_hdr: tuple[bytes, bytes] | None = None
+        #: Body bytes received before the request could be sent on (a list once there are some).
+        self.body: list[bytes] | tuple[()] = ()
+        #: The values of the request's Cookie headers (a list once there are some).
+        self.cookie_values: list[bytes] | tuple[()] = ()
 
     @property
     def idempotent(self) -> bool:
@@ -416,7 +416,7 @@ class _BadRequest(Exception):
     pass
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection:
     """One client connection: parses requests, proxies them one at a time, in order."""
 
     def __init__(self, proxy: HttpProxy) -> None:
@@ -1011,7 +1011,7 @@ class _Chunks:
 _CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
-class ServerConnection(asyncio.Protocol):
+class ServerConnection:
     """One connection to one server; carries one request at a time, then goes idle."""
 
     def __init__(self, proxy: HttpProxy, backend: Backend, endpoint: Endpoint, name: str = "") -> None:

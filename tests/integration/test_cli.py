@@ -79,6 +79,7 @@ def test_check_valid_file_exits_0(tmp_path, herder_argv):
 def test_version(herder_argv):
     r = run([*herder_argv, "version"])
     assert r.returncode == 0 and r.stdout.startswith("herder ")
+    assert "L7 hot path compiled" in r.stdout or "L7 hot path plain Python" in r.stdout
 
 
 def commands(parser=None, prefix=()):
