@@ -40,7 +40,13 @@ def extensions() -> list:
     except ImportError:
         print("herder: Cython not available; the L7 hot path runs as plain Python", file=sys.stderr)
         return []
-    return cythonize(["herder/l7/proxy.py"], compiler_directives={"language_level": "3"}, quiet=True)
+    try:
+        # The types come from proxy.pxd alone (the .py annotations are for readers and mypy).
+        return cythonize(["herder/l7/proxy.py"], quiet=True, compiler_directives={
+            "language_level": "3", "annotation_typing": False, "infer_types": True})
+    except Exception as e:  # a Cython error must not make herder uninstallable
+        print(f"herder: the L7 hot path was not compiled ({e}); it runs as plain Python", file=sys.stderr)
+        return []
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

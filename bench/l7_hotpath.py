@@ -1,9 +1,10 @@
 """The L7 proxy's own Python cost per request, without sockets (a developer's tool).
 
-``python -m bench.l7_hotpath [N]`` drives a ClientConnection and an idle ServerConnection
+``python -m bench.l7_hotpath [--plain] [N]`` drives a ClientConnection and an idle ServerConnection
 over fake transports: one keep-alive GET in, one small response back, N times, and prints
 the microseconds per request (min of 3 runs), with and without cookie persistence, and with
-one client connection per request (``Connection: close``). The
+one client connection per request (``Connection: close``). ``--plain`` measures the plain
+Python source of herder/l7/proxy.py even when its compiled form is installed. The
 kernel's share (two send() and two recv() per request) is not in it, which is what makes
 it repeatable enough to compare two versions of the hot path in one sitting. It is not
 part of ``make bench``: it has no anchor (haproxy's whole request, system calls included,
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from pathlib import Path
 
 from herder.l7.core.cookie import CookiePolicy
 from herder.l7.proxy import ClientConnection, HttpProxy, PoolSettings, ProxySettings, ServerConnection
@@ -97,7 +99,30 @@ async def per_request_us(n: int, cookie: bool, close: bool = False) -> float:
     return dt / n * 1e6
 
 
+def _plain_module():
+    """herder/l7/proxy.py loaded from its source, even when the compiled extension exists."""
+    import importlib.util
+
+    import herder.l7.proxy as installed
+
+    spec = importlib.util.spec_from_file_location("herder.l7._proxy_plain", Path(installed.__file__).with_name("proxy.py"))
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def main(argv: list[str]) -> int:
+    global ClientConnection, HttpProxy, PoolSettings, ProxySettings, ServerConnection
+    import herder.l7.proxy as mod
+
+    if "--plain" in argv:
+        argv = [a for a in argv if a != "--plain"]
+        mod = _plain_module()
+        ClientConnection, HttpProxy, PoolSettings, ProxySettings, ServerConnection = (
+            mod.ClientConnection, mod.HttpProxy, mod.PoolSettings, mod.ProxySettings, mod.ServerConnection)
+    print(f"herder/l7/proxy: {'compiled' if mod.COMPILED else 'plain Python'}")
     n = int(argv[0]) if argv else 30000
     for close, cookie in ((False, False), (False, True), (True, True)):
         runs = [asyncio.run(per_request_us(n, cookie, close)) for _ in range(3)]

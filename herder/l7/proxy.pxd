@@ -2,6 +2,8 @@
 # Python and runs as such; when the optional extension is built, these make the per-request
 # classes C structs). Keep in step with the attributes set in each class's __init__.
 
+cimport cython
+
 cdef class _Slot
 cdef class Backend
 cdef class Request
@@ -41,6 +43,14 @@ cdef class Backend:
     cdef public object plain_heads
     cdef public list queue
     cdef public long _seq
+
+    # the per-request methods: direct C calls from the other classes
+    @cython.locals(slot=_Slot)
+    cpdef pick(self, key, long attempt, avoid=*)
+    @cython.locals(slot=_Slot)
+    cpdef release_slot(self, name)
+    @cython.locals(slot=_Slot)
+    cpdef release(self, ServerConnection conn)
 
 cdef class Request:
     cdef public object method
@@ -93,11 +103,25 @@ cdef class ServerConnection:
     cdef public object capture
     cdef public object capture_entry
 
+    @cython.locals(req=Request, backend=Backend)
+    cpdef data_received(self, data)
+    @cython.locals(backend=Backend)
+    cpdef attach(self, ClientConnection client, Request req, bint reused)
+    @cython.locals(client=ClientConnection, slot=_Slot)
+    cpdef _fast_response(self, data, Py_ssize_t end, rh, Request req, Backend backend)
+    @cython.locals(client=ClientConnection, req=Request, backend=Backend, slot=_Slot)
+    cpdef on_head_data(self, data)
+    @cython.locals(client=ClientConnection, req=Request)
+    cpdef finish(self)
+    @cython.locals(c=ClientConnection)
+    cpdef client_body(self, data)
+    cpdef close(self)
+
 cdef class ClientConnection:
     cdef public object proxy
     cdef public object settings
     cdef public object parser
-    cdef public object queue
+    cdef public list queue
     cdef public object transport
     cdef public object peer
     cdef public Request current
@@ -117,3 +141,20 @@ cdef class ClientConnection:
     cdef public object held
     cdef public Backend extra_for
     cdef public object extra
+
+    @cython.locals(req=Request)
+    cpdef data_received(self, data)
+    @cython.locals(req=Request)
+    cpdef on_header(self, name, value)
+    @cython.locals(req=Request)
+    cpdef on_headers_complete(self)
+    @cython.locals(req=Request)
+    cpdef on_message_complete(self)
+    @cython.locals(req=Request, backend=Backend, slot=_Slot)
+    cpdef start_next(self)
+    @cython.locals(backend=Backend, slot=_Slot, conn=ServerConnection)
+    cpdef dispatch(self, Request req)
+    cpdef _release(self, Request req)
+    cpdef extra_request_headers(self, Request req, Backend backend)
+    cpdef response_done(self, Request req, bint close)
+    cpdef close(self)

@@ -223,7 +223,7 @@ class Backend:
             if self.insert and slot.cookie is not None:
                 assert pol is not None
                 cookies, _ = response_cookies([], pol, slot.cookie, False)
-                slot.set_cookie = b"".join(b"\r\nSet-Cookie: " + c for c in cookies)
+                slot.set_cookie = b"".join([b"\r\nSet-Cookie: " + c for c in cookies])
             prev = old.get(slot.name)
             if prev is not None:
                 slot.active = prev.active
@@ -425,7 +425,8 @@ class ClientConnection:
         self.proxy = proxy
         self.settings = proxy.settings
         self.parser = httptools.HttpRequestParser(self)
-        self.queue: collections.deque[Request] = collections.deque()
+        #: Requests parsed and not yet answered, in order (pipelining; rarely more than one).
+        self.queue: list[Request] = []
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.current: Request | None = None  # being parsed
@@ -695,7 +696,7 @@ class ClientConnection:
     def start_next(self) -> None:
         if not self.queue or self.closing:
             return
-        req = self.queue.popleft()
+        req = self.queue.pop(0)
         self.active = req
         if self.read_paused and not self.queue and self.transport is not None:
             self.read_paused = False
@@ -894,7 +895,7 @@ class ClientConnection:
                     self.extra = hdr + b": " + self.peer.encode() + b"\r\n"
         out = self.extra
         if req.cookie_values:
-            out = b"".join(b"Cookie: " + v + b"\r\n" for v in req.cookie_values) + out
+            out = b"".join([b"Cookie: " + v + b"\r\n" for v in req.cookie_values]) + out
         if req.chunked:
             out += b"Transfer-Encoding: chunked\r\n"
         if req.upgrade:
@@ -1155,10 +1156,10 @@ class ServerConnection:
         else:
             extra = client.extra_request_headers(req, backend)
         if req.headers:
-            data = b"%s %s HTTP/1.1\r\n%s\r\n%s\r\n" % (
-                req.method, req.target, b"\r\n".join(map(b": ".join, req.headers)), extra)
+            data = b"".join([req.method, b" ", req.target, b" HTTP/1.1\r\n",
+                             b"\r\n".join([k + b": " + v for k, v in req.headers]), b"\r\n", extra, b"\r\n"])
         else:
-            data = b"%s %s HTTP/1.1\r\n%s\r\n" % (req.method, req.target, extra)
+            data = b"".join([req.method, b" ", req.target, b" HTTP/1.1\r\n", extra, b"\r\n"])
         if req.body and not req.upgrade:
             for chunk in req.body:
                 data += (b"%x\r\n%s\r\n" % (len(chunk), chunk)) if req.chunked else chunk
@@ -1274,7 +1275,7 @@ class ServerConnection:
             cookies, private = response_cookies(rh.set_cookies, backend.settings.cookie,
                                                 slot.cookie if slot is not None else None, req.client_had_cookie)
             if cookies:
-                extra += b"".join(b"\r\nSet-Cookie: " + c for c in cookies)
+                extra += b"".join([b"\r\nSet-Cookie: " + c for c in cookies])
             if private and rh.cacheable_hint is None:
                 extra += b"\r\nCache-Control: private"
         if rh.upgrade and req.upgrade:
