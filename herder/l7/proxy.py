@@ -63,9 +63,11 @@ log = logging.getLogger(__name__)
 #: True when this module is the compiled extension (setup.py builds it with Cython when it
 #: can, declarations in proxy.pxd); False when it runs as the plain Python source.
 COMPILED: bool = not __file__.endswith((".py", ".pyc"))
-if COMPILED and os.path.exists(_src := os.path.join(os.path.dirname(__file__), "proxy.py")) \
-        and os.path.getmtime(_src) > os.path.getmtime(__file__):
-    log.warning("%s is older than proxy.py next to it: rebuild it (pip install -e . or make), or remove it", __file__)
+_SRC = os.path.join(os.path.dirname(__file__), "proxy.py")
+if COMPILED and os.path.exists(os.path.join(os.path.dirname(__file__), "..", "..", "setup.py")) \
+        and os.path.exists(_SRC) and os.path.getmtime(_SRC) > os.path.getmtime(__file__):
+    # a source checkout (editable install) where proxy.py changed after the build
+    log.warning("%s is older than proxy.py next to it: rebuild it (make, or pip install -e .)", __file__)
 
 HIGH_WATER = 64 * 1024
 _now = time.monotonic
