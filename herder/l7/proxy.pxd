@@ -103,6 +103,9 @@ cdef class ServerConnection:
     cdef public object capture
     cdef public object capture_entry
 
+    cpdef connection_made(self, transport)
+    @cython.locals(req=Request, client=ClientConnection)
+    cpdef connection_lost(self, exc)
     @cython.locals(req=Request, backend=Backend)
     cpdef data_received(self, data)
     @cython.locals(backend=Backend)
@@ -142,8 +145,12 @@ cdef class ClientConnection:
     cdef public Backend extra_for
     cdef public object extra
 
+    cpdef connection_made(self, transport)
+    cpdef connection_lost(self, exc)
     @cython.locals(req=Request)
     cpdef data_received(self, data)
+    cpdef on_message_begin(self)
+    cpdef on_url(self, url)
     @cython.locals(req=Request)
     cpdef on_header(self, name, value)
     @cython.locals(req=Request)
