@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Row, children, cpu_seconds, pin
+from bench.common import Row, children, cpu_seconds, pin, require_free_ports
 from herder import proc
 
 DESCRIPTION = "health checks: checks/s on one core (500 servers, TCP and HTTP) and CPU share of 200 servers @1s, vs haproxy"
@@ -154,6 +154,7 @@ def run(quick: bool) -> list[Row]:
         if shutil.which(tool) is None:
             raise RuntimeError(f"{tool} is not installed (make system installs it)")
     flat_s, share_s = (3.0, 5.0) if quick else (8.0, 20.0)
+    require_free_ports(*BACKEND_PORTS, HAPROXY_IDLE_PORT)
     d = Path(tempfile.mkdtemp(prefix="herder-bench-health-"))
     _backend_conf(d)
     started: list[proc.Child] = []
