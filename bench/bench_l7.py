@@ -1,7 +1,7 @@
 """L7 HTTP proxy: herder vs haproxy and nginx, same backends, same work, same run.
 
 Method (../shared/notes/perf-anchors.md): three nginx ``return 200`` backends and wrk on
-core 0; the proxy under test alone on core 1. Each proxy does the lecture-style work:
+core 0; the proxies on core 1, one loaded at a time, their runs interleaved. Each proxy does the lecture-style work:
 round robin, X-Forwarded-For, cookie insert (indirect, nocache), health checks (haproxy
 ``check``, herder ``http`` checks; nginx OSS has none). For each proxy and mode
 (keep-alive, ``Connection: close``) the median of N wrk runs is taken, with the proxy's CPU
@@ -26,8 +26,6 @@ DESCRIPTION = "L7 proxy req/s and per-core capacity vs haproxy and nginx (wrk, k
 
 BACKEND_PORTS = (18181, 18182, 18183)
 PORTS = {"haproxy": 18110, "nginx": 18111, "herder": 18112}
-
-
 
 
 def _wait(port: int, timeout: float = 10.0) -> None:
@@ -136,26 +134,30 @@ def run(quick: bool) -> list[Row]:
             "nginx": ["nginx", "-c", str(d / "nginx.conf"), "-p", str(d)],
             "herder": [proc.python_executable(), "-m", "herder", "run", str(d / "herder.toml")],
         }
-        results: dict[tuple[str, str], tuple[float, float, float, float]] = {}
+        # All three run at once (idle but for their health checks) and their runs are
+        # interleaved, so that a change in the machine's load during the benchmark hits
+        # each of them alike instead of whichever ran last.
+        kids: dict[str, proc.Child] = {}
         for name, argv in proxies.items():
-            child = proc.spawn(["taskset", "-c", "1", *argv], name=name)
+            kids[name] = child = proc.spawn(["taskset", "-c", "1", *argv], name=name)
             started.append(child)
+        for name in proxies:
             _wait(PORTS[name])
-            time.sleep(0.5)
+        time.sleep(0.5)
+        for name in proxies:
             _wrk(PORTS[name], 1, False)  # warm-up
+        samples: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
+        for _ in range(repeats):
             for mode in ("keep-alive", "close"):
-                runs = []
-                for _ in range(repeats):
+                for name, child in kids.items():
                     pids = [child.pid, *children(child.pid)]
                     c0 = sum(cpu_seconds(p) for p in pids)
                     t0 = time.monotonic()
                     rps, p50, p99 = _wrk(PORTS[name], seconds, mode == "close")
                     wall = time.monotonic() - t0
                     cpu = sum(cpu_seconds(p) for p in pids) - c0
-                    runs.append((rps, p50, p99, cpu / wall if wall else 0.0))
-                runs.sort()
-                results[(name, mode)] = runs[len(runs) // 2]
-            child.stop()
+                    samples.setdefault((name, mode), []).append((rps, p50, p99, cpu / wall if wall else 0.0))
+        results = {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
         rows = []
         for mode in ("keep-alive", "close"):
             h = results[("herder", mode)]
