@@ -153,3 +153,37 @@ def test_both_forms_send_the_same_bytes():
         pytest.skip("the compiled extension is not built here (setup.py needs Cython and a C compiler)")
     reqs = [GET, GET.replace(b"Accept: */*\r\n", b"Cookie: SRV=B\r\n"), b"GET /x HTTP/1.0\r\n\r\n"]
     assert exchange(PLAIN, reqs) == exchange(installed, reqs)
+
+
+def test_the_pxd_declares_every_attribute_the_compiled_classes_set():
+    """A compiled class cannot grow attributes: each ``self.X = ...`` in a class that
+    proxy.pxd declares must be declared there (checked on the source, compiled or not)."""
+    import ast
+    import re
+
+    pxd = SOURCE.with_name("proxy.pxd").read_text()
+    declared: dict[str, set[str]] = {}
+    current = None
+    for line in pxd.splitlines():
+        m = re.match(r"cdef class (\w+):", line)
+        if m:
+            current = declared.setdefault(m.group(1), set())
+            continue
+        m = re.match(r"\s+cdef public \w+ (\w+)$", line)
+        if m and current is not None:
+            current.add(m.group(1))
+    assert {"Request", "ClientConnection", "ServerConnection", "Backend", "_Slot"} <= declared.keys()
+    tree = ast.parse(SOURCE.read_text())
+    missing = []
+    for cls in tree.body:
+        if not isinstance(cls, ast.ClassDef) or cls.name not in declared:
+            continue
+        for node in ast.walk(cls):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+                if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+            for t in targets:
+                for el in (t.elts if isinstance(t, ast.Tuple) else [t]):
+                    if isinstance(el, ast.Attribute) and isinstance(el.value, ast.Name) and el.value.id == "self" \
+                            and el.attr not in declared[cls.name]:
+                        missing.append(f"{cls.name}.{el.attr} (line {el.lineno})")
+    assert not missing, "set in proxy.py but not declared in proxy.pxd: " + ", ".join(sorted(set(missing)))
