@@ -181,9 +181,17 @@ class Runtime:
             return False
         changed = sorted(k for k in set(new.sections) | set(self.config.sections)
                          if new.sections.get(k) != self.config.sections.get(k))
+        # HTTP services follow the pool state live (herder.l7.component); the others
+        # (L4 virtual services, read when the director starts) wait for a restart.
+        old_svcs = self.config.services
+        fixed = sorted(n for n in set(new.services) | set(old_svcs)
+                       if new.services.get(n) != old_svcs.get(n)
+                       and "http" not in {getattr(s, "mode", None) for s in (new.services.get(n), old_svcs.get(n)) if s})
         self.pool_state.load(new.pools.values(), new.services.values(), new.regions.values())
         self.config = new
         log.info("config reloaded: %d pool(s), snapshot version %d", len(new.pools), self.pool_state.version)
         if changed:
             log.warning("section(s) %s changed: a restart is needed for them to take effect", ", ".join(changed))
+        if fixed:
+            log.warning("service(s) %s changed: non-HTTP services take effect at the next restart", ", ".join(fixed))
         return True

@@ -21,11 +21,15 @@ Native TOML (docs/l7.md)::
     address = "127.0.0.1:18081"
     cookie = "A"
 
-Every ``mode = "http"`` service with listeners becomes one :class:`HttpProxy`.
+Every ``mode = "http"`` service with listeners becomes one :class:`HttpProxy`, kept in
+step with the pool state by :class:`L7Component`: a reload (SIGHUP) that adds, removes or
+changes a service, or changes the proxy settings of a pool it uses, applies without a
+restart.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -318,14 +322,132 @@ def compile_rules(raw: tuple[dict, ...], acls: dict) -> tuple[HttpRule, ...]:
     return tuple(out)
 
 
-def _factory(rt: Runtime) -> list[HttpProxy]:
-    out = []
-    report = _passive_reporter(rt)
-    for svc in rt.config.services.values():
-        if svc.mode != "http" or not svc.listen:
-            continue
-        out.append(HttpProxy(svc.name, proxy_settings(svc, rt.config.pools), rt.pool_state, report))
-    return out
+class L7Component:
+    """Every ``mode = "http"`` service with listeners, reconciled with each snapshot.
+
+    At start, one :class:`HttpProxy` per such service of the current snapshot (a listener
+    that cannot be bound fails the start). Later snapshots (a SIGHUP reload) are compared
+    with what runs: a new service starts, a removed one stops (its in-flight responses get
+    half a second), a changed one is reconfigured in place, its listeners and connections
+    kept, and the next request of each connection sees the change; a service whose
+    listeners changed is restarted on the new ones (the old keeps serving if they cannot
+    be bound). Snapshots that only change servers or health leave the proxies alone.
+    """
+
+    name = "l7"
+
+    def __init__(self, rt: Runtime) -> None:
+        self.pool_state = rt.pool_state
+        self.report = _passive_reporter(rt)
+        self.proxies: dict[str, HttpProxy] = {}
+        self._inputs: tuple | None = None
+        self._sub = None
+        self._task: asyncio.Task | None = None
+        self._again = False
+
+    @staticmethod
+    def _inputs_of(snap) -> tuple:
+        """What the proxies' settings are made from: the services and the pools' settings
+        (compared by identity: the pool state keeps the objects of an unchanged config)."""
+        return (snap.services, tuple((n, v.pool.settings) for n, v in snap.pools.items()))
+
+    @staticmethod
+    def desired(snap) -> dict[str, ProxySettings]:
+        pools = {n: v.pool for n, v in snap.pools.items()}
+        return {svc.name: proxy_settings(svc, pools) for svc in snap.services.values()
+                if svc.mode == "http" and svc.listen}
+
+    async def start(self) -> None:
+        snap = self.pool_state.snapshot
+        self._inputs = self._inputs_of(snap)
+        try:
+            for name, settings in self.desired(snap).items():
+                await self._start_proxy(name, settings)
+        except BaseException:
+            await self.stop()
+            raise
+        self._sub = self.pool_state.subscribe(self._on_snapshot, name="l7 services", replay=False)
+
+    async def _start_proxy(self, name: str, settings: ProxySettings) -> HttpProxy:
+        proxy = HttpProxy(name, settings, self.pool_state, self.report)
+        await proxy.start()
+        self.proxies[name] = proxy
+        log.info("%s started", proxy.name)
+        return proxy
+
+    def _on_snapshot(self, snap) -> None:
+        inputs = self._inputs_of(snap)
+        old = self._inputs
+        if old is not None and inputs[0] is old[0] and len(inputs[1]) == len(old[1]) \
+                and all(a[1] is b[1] for a, b in zip(inputs[1], old[1], strict=True)):
+            return  # servers or health changed, not what the proxies are made of
+        self._inputs = inputs
+        if self._task is not None and not self._task.done():
+            self._again = True  # reconciled again once the running pass ends
+            return
+        self._task = asyncio.get_running_loop().create_task(self._reconcile())
+
+    async def _reconcile(self) -> None:
+        while True:
+            self._again = False
+            try:
+                await self._reconcile_once(self.pool_state.snapshot)
+            except Exception:
+                log.exception("l7: applying the new services failed")
+            if not self._again:
+                return
+
+    async def _reconcile_once(self, snap) -> None:
+        want = self.desired(snap)
+        for name in [n for n in self.proxies if n not in want]:
+            proxy = self.proxies.pop(name)
+            await proxy.stop()
+            log.info("%s stopped: the service is gone from the configuration", proxy.name)
+        for name, settings in want.items():
+            proxy = self.proxies.get(name)
+            if proxy is None:
+                try:
+                    await self._start_proxy(name, settings)
+                except OSError as e:
+                    log.error("http %s: cannot listen on %s (%s); not started", name,
+                              ", ".join(str(ep) for ep in settings.listen), e.strerror or e)
+                continue
+            if settings == proxy.settings:
+                continue
+            if settings.listen == proxy.settings.listen:
+                proxy.reconfigure(settings)
+                log.info("%s reconfigured", proxy.name)
+                continue
+            # new listeners: the old proxy lets go of its ports first (a port may be kept)
+            await proxy.stop()
+            del self.proxies[name]
+            try:
+                await self._start_proxy(name, settings)
+            except OSError as e:
+                log.error("http %s: cannot listen on %s (%s); back on %s", name,
+                          ", ".join(str(ep) for ep in settings.listen), e.strerror or e,
+                          ", ".join(str(ep) for ep in proxy.settings.listen))
+                await self._start_proxy(name, proxy.settings)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            self._sub.close()
+            self._sub = None
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except BaseException:
+                pass
+            self._task = None
+        proxies, self.proxies = self.proxies, {}
+        for proxy in proxies.values():
+            await proxy.stop()
+
+
+def _factory(rt: Runtime) -> list[L7Component]:
+    # Always present: a reload may add an http service.
+    return [L7Component(rt)]
 
 
 def _passive_reporter(rt: Runtime):
@@ -341,4 +463,4 @@ def _passive_reporter(rt: Runtime):
 
 register_component("l7", _factory, order=50)
 
-__all__ = ["pool_settings", "proxy_settings"]
+__all__ = ["L7Component", "pool_settings", "proxy_settings"]

@@ -43,6 +43,7 @@ cdef class Backend:
     cdef public object plain_heads
     cdef public list queue
     cdef public long _seq
+    cdef public bint retired
 
     # the per-request methods: direct C calls from the other classes
     @cython.locals(slot=_Slot)

@@ -195,6 +195,8 @@ class Backend:
         #: Requests waiting for a free server: (priority class, arrival order, client, request).
         self.queue: list[tuple[int, int, ClientConnection, Request]] = []
         self._seq = 0
+        #: Replaced by a reconfiguration: connections close when their exchange ends.
+        self.retired = False
 
     def update(self, view: PoolView | None) -> None:
         from herder.l7.picking import build_picker, policy_for
@@ -314,7 +316,9 @@ class Backend:
     def release(self, conn: ServerConnection) -> None:
         """Keep ``conn`` for a next request to its server (closed if the server went away)."""
         slot = self.slots.get(conn.name)
-        if slot is not None and slot.sticky and (slot.address is conn.endpoint or slot.address == conn.endpoint):
+        if self.retired:
+            conn.close()
+        elif slot is not None and slot.sticky and (slot.address is conn.endpoint or slot.address == conn.endpoint):
             slot.idle.append(conn)
         else:
             conn.close()
@@ -700,10 +704,11 @@ class ClientConnection:
             return
         req = self.queue.pop(0)
         self.active = req
+        px = self.proxy
+        self.settings = px.settings  # a reconfiguration applies from the next request on
         if self.read_paused and not self.queue and self.transport is not None:
             self.read_paused = False
             self.transport.resume_reading()
-        px = self.proxy
         backend = px.direct
         if backend is None:
             # rules, rate limit or routing decide (or the pool does not exist: 503)
@@ -1223,7 +1228,7 @@ class ServerConnection:
         t = self.transport
         slot = backend.slots.get(self.name)
         if (not self.server_close and req.complete and t is not None and not t.is_closing() and slot is not None
-                and slot.sticky and slot.address is self.endpoint):
+                and slot.sticky and slot.address is self.endpoint and not backend.retired):
             slot.idle.append(self)  # backend.release(), inlined
         elif not self.server_close and req.complete and t is not None and not t.is_closing():
             backend.release(self)
@@ -1502,6 +1507,37 @@ class HttpProxy:
                 self._report(pool, server, ok, kind)
             except Exception:
                 log.exception("passive health report failed")
+
+    def reconfigure(self, settings: ProxySettings) -> None:
+        """Serve with ``settings`` from the next request of every connection on, on the
+        same listeners (``settings.listen`` is not looked at: new listeners mean a new
+        proxy). A pool whose settings did not change keeps its state (idle connections,
+        in-flight counts, queue); a changed or removed one is retired: its requests in
+        flight finish, its connections close instead of going idle."""
+        old = self.settings
+        snap = self.pool_state.snapshot
+        backends: dict[str, Backend] = {}
+        for p, s in settings.pools.items():
+            b = self.backends.get(p)
+            mode = self._combine(settings.http_mode, s.http_mode)
+            if b is None or b.settings != s or b.mode != mode:
+                b = Backend(p, s, mode)
+                b.update(snap.pools.get(p))
+            backends[p] = b
+        for p, b in self.backends.items():
+            if backends.get(p) is not b:
+                b.retired = True
+                b.close_idle()
+        self.backends = backends
+        self.settings = settings
+        if settings.rate_limit != old.rate_limit:
+            rl = settings.rate_limit
+            self.rates = RateTable(rl.period, rl.size) if rl is not None else RateTable(1.0, 1)
+        if settings.cache != old.cache:
+            self.cache = Cache(settings.cache) if settings.cache is not None else None
+        self.direct = None
+        if settings.routing is None and not settings.rules and settings.rate_limit is None:
+            self.direct = self.backends.get(settings.pool)
 
     def on_snapshot(self, snap: Snapshot) -> None:
         for name, backend in self.backends.items():

@@ -1,0 +1,151 @@
+"""SIGHUP applies HTTP service changes live: rules, pool proxy settings, new and removed
+services, new listeners; connections already open carry on and see the change on their
+next request."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+
+import pytest
+
+from herder.testing import RecordingBackend, free_port, run_herder, wait_port
+from herder.testing import stop_process as stop
+
+pytestmark = pytest.mark.integration
+
+BEFORE = """
+[services.www]
+pool = "web"
+listen = "127.0.0.1:PORT"
+[pools.web]
+[[pools.web.servers]]
+name = "b1"
+address = "127.0.0.1:BE"
+cookie = "A"
+"""
+
+AFTER = """
+[services.www]
+pool = "web"
+listen = "127.0.0.1:PORT"
+http_request = [{ action = "deny", status = 403, if = "is_secret" }]
+[services.www.routing]
+acl.is_secret = { criterion = "path_beg", values = ["/secret"] }
+[services.extra]
+pool = "web"
+listen = "127.0.0.1:EXTRA"
+[pools.web]
+cookie = { name = "SRV", mode = "insert" }
+[[pools.web.servers]]
+name = "b1"
+address = "127.0.0.1:BE"
+cookie = "A"
+"""
+
+
+def _get(sock: socket.socket, path: str) -> bytes:
+    """One request on an open keep-alive connection; the whole response (Content-Length)."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed, got {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def _until(what: str, fn, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not fn():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def test_sighup_changes_http_services_live(tmp_path):
+    be = RecordingBackend("b1")
+    port, extra, moved = free_port(), free_port(), free_port()
+    f = tmp_path / "l7.toml"
+
+    def write(text: str, listen: int = port) -> None:
+        f.write_text(text.replace("PORT", str(listen)).replace("EXTRA", str(extra)).replace("BE", str(be.port)))
+
+    write(BEFORE)
+    log = tmp_path / "herder.log"
+    p = run_herder(str(f), log=open(log, "w"))
+    try:
+        wait_port("127.0.0.1", port)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            first = _get(c, "/secret")
+            assert first.startswith(b"HTTP/1.1 200") and b"Set-Cookie" not in first
+            assert not _listening(extra)
+
+            write(AFTER)
+            p.send_signal(signal.SIGHUP)
+            _until("the new service to listen", lambda: _listening(extra))
+
+            # the same connection, still open: the pool's new cookie setting applies...
+            again = _get(c, "/page")
+            assert again.startswith(b"HTTP/1.1 200") and b"Set-Cookie: SRV=A; path=/" in again
+            # ...and so does the service's new rule (403 closes the connection)
+            assert _get(c, "/secret/x").startswith(b"HTTP/1.1 403")
+        with socket.create_connection(("127.0.0.1", extra), timeout=5) as c2:
+            assert _get(c2, "/secret").startswith(b"HTTP/1.1 200")  # the rule is www's only
+
+        # the new service goes away, www moves to another port
+        write(BEFORE, listen=moved)
+        p.send_signal(signal.SIGHUP)
+        _until("www on its new port", lambda: _listening(moved))
+        _until("the removed service to stop", lambda: not _listening(extra))
+        assert not _listening(port)
+        with socket.create_connection(("127.0.0.1", moved), timeout=5) as c3:
+            assert b"Set-Cookie" not in _get(c3, "/secret")
+        assert [r.split(b" ")[1] for r in be.requests()] == [b"/secret", b"/page", b"/secret", b"/secret"]
+        text = log.read_text()
+        assert f"http www on 127.0.0.1:{port} reconfigured" in text
+        assert f"http extra on 127.0.0.1:{extra} started" in text and "stopped" in text
+    finally:
+        stop(p)
+        be.shutdown()
+
+
+def test_a_reload_names_the_service_changes_that_wait_for_a_restart(tmp_path, caplog):
+    """L4 services are read when the director starts: a reload that changes one says so
+    (an HTTP service change is applied, and not named)."""
+    from herder.config import load_files
+    from herder.runtime import Runtime
+
+    cfg = """
+[services.db]
+mode = "tcp"
+listen = "127.0.0.1:LPORT"
+pool = "p"
+[services.www]
+pool = "p"
+listen = "127.0.0.1:HPORT"
+[pools.p]
+[[pools.p.servers]]
+name = "a"
+address = "127.0.0.1:9"
+"""
+    f = tmp_path / "c.toml"
+    f.write_text(cfg.replace("LPORT", "7001").replace("HPORT", "7002"))
+    rt = Runtime(load_files([str(f)]))
+    f.write_text(cfg.replace("LPORT", "7003").replace("HPORT", "7004"))
+    with caplog.at_level("WARNING", logger="herder.runtime"):
+        assert rt.reload()
+    assert "service(s) db changed: non-HTTP services take effect at the next restart" in caplog.text
