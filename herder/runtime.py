@@ -49,6 +49,10 @@ class Component(Protocol):
 
     async def stop(self) -> None: ...
 
+    # Optional: ``apply_config(config) -> Iterable[str]``, called after a successful reload
+    # with the new configuration; it applies what it can of its top-level sections live
+    # and returns the names of those it applied (the others are logged as needing a restart).
+
 
 Factory = Callable[["Runtime"], Iterable[Component]]
 
@@ -190,6 +194,16 @@ class Runtime:
         self.pool_state.load(new.pools.values(), new.services.values(), new.regions.values())
         self.config = new
         log.info("config reloaded: %d pool(s), snapshot version %d", len(new.pools), self.pool_state.version)
+        applied: set[str] = set()
+        for comp in self.components:
+            apply = getattr(comp, "apply_config", None)
+            if apply is None:
+                continue
+            try:
+                applied.update(apply(new))
+            except Exception:
+                log.exception("component %s: applying the reloaded configuration failed", comp.name)
+        changed = [k for k in changed if k not in applied]
         if changed:
             log.warning("section(s) %s changed: a restart is needed for them to take effect", ", ".join(changed))
         if fixed:

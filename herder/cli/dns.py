@@ -117,7 +117,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     settings = settings_for_zones(zones, tuple(listen), udp_payload=args.udp_payload, ecs=not args.no_ecs,
                                   udp_io="thread" if args.udp_thread else "loop")
-    server = DnsServer(settings, None, region_map=region_map)
+    server = DnsServer(settings, None, region_map=region_map, static=True)
     for z in zones:
         log.info("zone %s from %s: %d names", name_to_text(z.origin), z.source, len(z.nodes))
     return run_loop(Runtime(Config(), extra_components=[server]).serve(), use_uvloop=not args.no_uvloop)

@@ -400,10 +400,13 @@ class DnsServer:
     """
 
     def __init__(self, settings: DnsSettings, pool_state: PoolState | None = None, *,
-                 regions: Mapping[str, Region] | None = None, region_map: RegionMap | None = None) -> None:
+                 regions: Mapping[str, Region] | None = None, region_map: RegionMap | None = None,
+                 static: bool = False) -> None:
         self.settings = settings
         self.name = "dns " + " ".join(str(e) for e in settings.listen)
         self.pool_state = pool_state
+        #: Zones given directly (``herder dns serve``), not from a configuration's [dns].
+        self._static = static
         self._fixed_map = region_map
         base = make_view(settings, regions or {})
         if region_map is not None:
@@ -456,6 +459,35 @@ class DnsServer:
                  "ecs %s)", len(view.zones), len(view.names), len(view.maps),
                  ", ".join(str(e) for e in self.settings.listen), self.settings.udp_io, self.settings.udp_payload,
                  "on" if view.ecs else "off")
+
+    def apply_config(self, config) -> tuple[str, ...]:
+        """A reload: serve the new ``[dns]`` section (zones, names, maps, ECS, latency,
+        payload, cache size) from now on; the cached answers go. Returns ``("dns",)`` when
+        applied, ``()`` when it needs a restart (listeners or ``udp_io`` changed, or the
+        section is gone). Zone files were read and checked by the reload already."""
+        new = config.section("dns")
+        if not isinstance(new, DnsSettings) or self._static:
+            return ()
+        old = self.settings
+        if (new.listen, new.udp_io) != (old.listen, old.udp_io):
+            log.warning("dns: listen or udp_io changed: a restart is needed for them (and the rest of [dns])")
+            return ()
+        base = make_view(new, config.regions)
+        if self._fixed_map is not None:
+            base = View.build(base.zones, base.names, base.maps, region_map=self._fixed_map, latency=base.latency,
+                              ecs=base.ecs)
+        self.settings = new
+        self._base = base
+        self._regions_seen = None
+        self.engine.payload = new.udp_payload
+        self.engine.cache_entries = new.cache_entries
+        if self.pool_state is not None:
+            self._on_snapshot(self.pool_state.snapshot)
+        else:
+            self.engine.set_view(base)
+        log.info("dns: reloaded: %d zone(s), %d policy name(s), %d map(s)", len(base.zones), len(base.names),
+                 len(base.maps))
+        return ("dns",)
 
     def status(self) -> dict:
         """What ``GET /dns`` of the runtime API shows: listeners, view, cache, counters."""

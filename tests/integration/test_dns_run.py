@@ -9,7 +9,9 @@ lecture's chain: ``www.example.com`` CNAME ``www.example.com.edgekey.test`` CNAM
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -351,3 +353,42 @@ def test_config_error_in_dns_stops_run_with_file_and_line(tmp_path, herder_argv)
     r = subprocess.run([*herder_argv, "run", str(f)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
     assert f"{f}:6: dns.names.www.example.com.pool: pool 'missing' is not defined" in r.stderr
+
+
+def test_sighup_serves_the_changed_zone_without_a_restart(tmp_path):
+    """gdnsd reloads zone data without a restart; so does a SIGHUP here. A listener change
+    still needs one, and the log says so."""
+    port = free_port(udp_too=True)
+    zone = tmp_path / "example.test.zone"
+    zone.write_text("$ORIGIN example.test.\n$TTL 60\n@ IN SOA ns1 hostmaster 1 3600 600 86400 60\n"
+                    "@ IN NS ns1\nns1 IN A 127.0.0.1\nwww IN A 198.18.0.1\n")
+    cfg = tmp_path / "dns.toml"
+    cfg.write_text(f'[dns]\nlisten = "127.0.0.1:{port}"\n[dns.zones."example.test"]\nfile = "{zone}"\n')
+    log = tmp_path / "herder.log"
+    out = open(log, "w")
+    p = proc.spawn([proc.python_executable(), "-m", "herder", "run", str(cfg)], name="herder", stdout=out, stderr=out)
+    try:
+        wait_port("127.0.0.1", port)
+
+        def www() -> list[str]:
+            r = dns.query.udp(dns.message.make_query("www.example.test", "A"), "127.0.0.1", port=port, timeout=2)
+            return sorted(rr.address for rrset in r.answer for rr in rrset)
+
+        assert www() == ["198.18.0.1"]
+        zone.write_text(zone.read_text().replace("198.18.0.1", "198.18.0.2\nwww IN A 198.18.0.3"))
+        os.kill(p.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while www() != ["198.18.0.2", "198.18.0.3"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert www() == ["198.18.0.2", "198.18.0.3"]
+        text = log.read_text()
+        assert "dns: reloaded: 1 zone(s)" in text and "restart is needed" not in text
+        cfg.write_text(cfg.read_text().replace(f":{port}", f":{free_port(udp_too=True)}"))
+        os.kill(p.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while "restart is needed" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "section(s) dns changed: a restart is needed" in log.read_text()
+        assert www() == ["198.18.0.2", "198.18.0.3"]  # still serving on the old listener
+    finally:
+        p.stop()
