@@ -360,8 +360,13 @@ class L7Component:
     async def start(self) -> None:
         snap = self.pool_state.snapshot
         self._inputs = self._inputs_of(snap)
+        want = self.desired(snap)
+        if want:
+            from herder.l7 import proxy
+
+            log.info("l7: the request path runs %s", "compiled" if proxy.COMPILED else "as plain Python")
         try:
-            for name, settings in self.desired(snap).items():
+            for name, settings in want.items():
                 await self._start_proxy(name, settings)
         except BaseException:
             await self.stop()

@@ -138,6 +138,29 @@ def test_chunked_response_passes_through_and_is_dechunked_for_http10(one_backend
     assert b"Transfer-Encoding" not in out10 and out10.endswith(b"\r\n\r\nhello world")
 
 
+def test_the_plain_python_form_serves_when_asked(tmp_path, monkeypatch):
+    """HERDER_NO_EXTENSIONS=1 runs the proxy's plain Python source even where the compiled
+    module is installed (the other tests run whichever is installed)."""
+    monkeypatch.setenv("HERDER_NO_EXTENSIONS", "1")
+    be = Recorder("b1")
+    cfg = f"""
+[services.www]
+pool = "web"
+listen = "127.0.0.1:PORT"
+[[pools.web.servers]]
+name = "b1"
+address = "127.0.0.1:{be.port}"
+"""
+    p, port = start_herder(tmp_path, cfg)
+    try:
+        out = exchange(port, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert out.count(b"HTTP/1.1 200 OK") == 2 and out.endswith(b"b1 GET /y 0\n")
+    finally:
+        stop(p)
+        be.shutdown()
+    assert "l7: the request path runs as plain Python" in (tmp_path / "herder.log").read_text()
+
+
 def test_http10_keep_alive_only_when_asked_and_http11_by_default(one_backend):
     """The version decides persistence (RFC 9112 §9.3): 1.0 closes unless the client sent
     Connection: keep-alive, 1.1 stays open unless it sent close; and the answers say so."""
