@@ -149,3 +149,63 @@ address = "127.0.0.1:9"
     with caplog.at_level("WARNING", logger="herder.runtime"):
         assert rt.reload()
     assert "service(s) db changed: non-HTTP services take effect at the next restart" in caplog.text
+
+
+def test_reloads_under_load_lose_no_request(tmp_path):
+    """Four keep-alive clients send requests while the service's pool is reconfigured five
+    times (its cookie setting flips, so its backend is retired each time): every request
+    is answered 200, and the clients' connections survive."""
+    import http.client
+    import threading
+
+    be = RecordingBackend("b1")
+    port, extra = free_port(), free_port()
+    f = tmp_path / "l7.toml"
+    texts = [BEFORE, AFTER.replace('[services.extra]\npool = "web"\nlisten = "127.0.0.1:EXTRA"\n', "")]
+
+    def write(i: int) -> None:
+        f.write_text(texts[i % 2].replace("PORT", str(port)).replace("EXTRA", str(extra)).replace("BE", str(be.port)))
+
+    write(0)
+    p = run_herder(str(f), log=open(tmp_path / "herder.log", "w"))
+    statuses: list[int] = []
+    errors: list[str] = []
+    stop_at = time.monotonic() + 20  # a bound, never reached unless something hangs
+    done = threading.Event()
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        n = 0
+        while not done.is_set() and n < 2000 and time.monotonic() < stop_at:
+            try:
+                conn.request("GET", f"/load/{n}")
+                r = conn.getresponse()
+                r.read()
+                statuses.append(r.status)
+            except Exception as e:  # counted, not raised: the assertion below reports them
+                errors.append(repr(e))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            n += 1
+        conn.close()
+
+    try:
+        wait_port("127.0.0.1", port)
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for i in range(1, 6):
+            time.sleep(0.3)
+            write(i)
+            p.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        done.set()
+        for t in threads:
+            t.join(10)
+        assert not errors, errors[:5]
+        assert len(statuses) > 100 and set(statuses) == {200}
+        assert (tmp_path / "herder.log").read_text().count("reconfigured") == 5
+    finally:
+        done.set()
+        stop(p)
+        be.shutdown()
