@@ -50,8 +50,9 @@ class Component(Protocol):
     async def stop(self) -> None: ...
 
     # Optional: ``apply_config(config) -> Iterable[str]``, called after a successful reload
-    # with the new configuration; it applies what it can of its top-level sections live
-    # and returns the names of those it applied (the others are logged as needing a restart).
+    # with the new configuration; it applies what it can live and returns what it applied:
+    # top-level section names, and "service:NAME" for services (what is changed and not
+    # applied by any component is logged as needing a restart).
 
 
 Factory = Callable[["Runtime"], Iterable[Component]]
@@ -204,8 +205,9 @@ class Runtime:
             except Exception:
                 log.exception("component %s: applying the reloaded configuration failed", comp.name)
         changed = [k for k in changed if k not in applied]
+        fixed = [n for n in fixed if f"service:{n}" not in applied]
         if changed:
             log.warning("section(s) %s changed: a restart is needed for them to take effect", ", ".join(changed))
         if fixed:
-            log.warning("service(s) %s changed: non-HTTP services take effect at the next restart", ", ".join(fixed))
+            log.warning("service(s) %s changed: a restart is needed for them to take effect", ", ".join(fixed))
         return True

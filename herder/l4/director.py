@@ -150,6 +150,9 @@ class Director:
                  settings: L4Settings | None = None, *, resolve: bool = True, write_state: bool = True,
                  retry_s: float = 5.0) -> None:
         self.specs = list(specs)
+        #: The specs as the configuration gives them (before devices are resolved).
+        self._declared = list(specs)
+        self._respec_task: asyncio.Task | None = None
         self.pool_state = pool_state
         self.settings = settings or L4Settings()
         self.applier = Applier(backend, self.settings.table)
@@ -186,6 +189,13 @@ class Director:
         if self._sub is not None:
             self._sub.close()
             self._sub = None
+        if self._respec_task is not None:
+            self._respec_task.cancel()
+            try:
+                await self._respec_task
+            except BaseException:
+                pass
+            self._respec_task = None
         if self._task is not None:
             self._task.cancel()
             try:
@@ -213,8 +223,13 @@ class Director:
     # ------------------------------------------------------------------ system
 
     def _prepare_system(self) -> None:
+        self.specs = self._prepare(self.specs)
+
+    def _prepare(self, specs: list[VirtualServiceSpec]) -> list[VirtualServiceSpec]:
+        """Make the system ready for ``specs`` (VIPs on ``vip_device``, DR devices found);
+        the specs with their devices filled in. Blocking: run it in an executor."""
         if self.settings.vip_device:
-            for vip in sorted({s.vip for s in self.specs}):
+            for vip in sorted({s.vip for s in specs}):
                 if _device_of_address(vip) is None:
                     res = proc.run_sync(["ip", "addr", "add", f"{vip}/32", "dev", self.settings.vip_device],
                                         timeout=5)
@@ -223,12 +238,12 @@ class Director:
                                       f"{res.stderr.decode(errors='replace').strip()}")
                     self._vips_added.append(vip)
                     log.info("l4: added VIP %s/32 to %s", vip, self.settings.vip_device)
-        if any(s.forward is Forward.NAT for s in self.specs) and _sysctl("net.ipv4.ip_forward") == "0":
+        if any(s.forward is Forward.NAT for s in specs) and _sysctl("net.ipv4.ip_forward") == "0":
             log.warning("l4: net.ipv4.ip_forward is 0: NAT services need forwarding on "
                         "(sysctl -w net.ipv4.ip_forward=1)")
         snap = self.pool_state.snapshot
         resolved = []
-        for spec in self.specs:
+        for spec in specs:
             view = snap.pools.get(spec.pool)
             addrs = [v.server.address.host for v in view.servers] if view else []
             new = resolve_devices(spec, addrs)
@@ -236,11 +251,50 @@ class Director:
                 log.info("l4: %s (direct routing) takes packets on %s, forwards on %s",
                          spec.key, new.ingress_device, new.egress_device)
             resolved.append(new)
-        self.specs = resolved
+        return resolved
+
+    # ------------------------------------------------------------------ reload
+
+    def apply_config(self, config) -> tuple[str, ...]:
+        """A reload: the kernel-path virtual services of ``config`` (added, removed, or
+        changed: scheduler, forwarding, persistence...) go to the kernel with the next
+        transaction, which keeps established connections as any other update does. A
+        changed ``[l4]`` section needs a restart. Returns ``service:NAME`` for each
+        service it took (the runtime warns about the others)."""
+        if l4_settings(config.section("l4")) != self.settings:  # type: ignore[arg-type]
+            return ()
+        want = [sp for sp in specs_from_config(config) if _engine(config, sp.name) != "relay"]
+        if [(s.key, s) for s in want] == [(s.key, s) for s in self._declared]:
+            return tuple(f"service:{s.name}" for s in want)
+        taken = {f"service:{s.name}" for s in (*want, *self._declared)}
+        self._declared = want
+        self._respec_task = asyncio.get_running_loop().create_task(self._respec(want))
+        return tuple(sorted(taken))
+
+    async def _respec(self, want: list[VirtualServiceSpec]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with self._lock:
+                resolved = await loop.run_in_executor(None, self._prepare, want) if self.resolve else list(want)
+                old = {s.vip for s in self.specs}
+                self.specs = resolved
+                gone = old - {s.vip for s in resolved}
+                drop = [v for v in self._vips_added if v in gone]
+                if drop:
+                    self._vips_added = [v for v in self._vips_added if v not in gone]
+                    await loop.run_in_executor(None, self._remove_vips, drop)
+            log.info("l4: %d virtual service(s) after the reload", len(resolved))
+            self._latest = self.pool_state.snapshot
+            self._wake.set()
+        except Exception:
+            log.exception("l4: applying the reloaded virtual services failed; the previous ones stay")
 
     def _undo_vips(self) -> None:
-        while self._vips_added:
-            vip = self._vips_added.pop()
+        vips, self._vips_added = self._vips_added, []
+        self._remove_vips(list(reversed(vips)))
+
+    def _remove_vips(self, vips: list[str]) -> None:
+        for vip in vips:
             res = proc.run_sync(["ip", "addr", "del", f"{vip}/32", "dev", str(self.settings.vip_device)], timeout=5)
             if res.returncode == 0:
                 log.info("l4: removed VIP %s/32 from %s", vip, self.settings.vip_device)
@@ -322,6 +376,12 @@ def _nft_usable() -> str | None:
     return None
 
 
+def _engine(config, name: str) -> str:
+    """A service's ``engine`` key: auto, kernel or relay."""
+    svc = config.services.get(name)
+    return str(svc.settings.get("engine") or "auto") if svc is not None else "auto"
+
+
 def _factory(rt: Runtime) -> list[Any]:
     all_specs = specs_from_config(rt.config)
     if not all_specs:
@@ -329,8 +389,7 @@ def _factory(rt: Runtime) -> list[Any]:
     settings = l4_settings(rt.config.section("l4"))  # type: ignore[arg-type]
 
     def engine(spec) -> str:
-        svc = rt.config.services.get(spec.name)
-        return str(svc.settings.get("engine") or "auto") if svc is not None else "auto"
+        return _engine(rt.config, spec.name)
 
     out: list[Any] = []
     relayed = [sp for sp in all_specs if engine(sp) == "relay"]

@@ -124,8 +124,8 @@ def test_sighup_changes_http_services_live(tmp_path):
 
 
 def test_a_reload_names_the_service_changes_that_wait_for_a_restart(tmp_path, caplog):
-    """L4 services are read when the director starts: a reload that changes one says so
-    (an HTTP service change is applied, and not named)."""
+    """A service change that no running component applies (here no L4 director runs: the
+    runtime was not started) is named as needing a restart; an HTTP one is not named."""
     from herder.config import load_files
     from herder.runtime import Runtime
 
@@ -148,7 +148,7 @@ address = "127.0.0.1:9"
     f.write_text(cfg.replace("LPORT", "7003").replace("HPORT", "7004"))
     with caplog.at_level("WARNING", logger="herder.runtime"):
         assert rt.reload()
-    assert "service(s) db changed: non-HTTP services take effect at the next restart" in caplog.text
+    assert "service(s) db changed: a restart is needed for them to take effect" in caplog.text
 
 
 def test_reloads_under_load_lose_no_request(tmp_path):

@@ -168,3 +168,34 @@ def test_pool_changes_break_no_established_connection(lab_up, tmp_path):
         raise
     finally:
         d.stop()
+
+
+def test_a_reload_adds_a_virtual_service_and_changes_a_scheduler_live(lab_up, tmp_path):
+    """SIGHUP: a new service on the VIP answers, and the scheduler of the running one
+    changes, without a restart (the VIP and the tables stay)."""
+    lab = _nat_lab(lab_up)
+    for rs in ("rs1", "rs2", "rs3"):
+        lab.node(rs).serve_http(80, echo_ports=[9000])
+    servers = _servers(["rs1", "rs2"])
+    d = Director(lab, tmp_path, ECHO.format(sched="rr", servers=servers))
+    client = lab.node("client")
+    director = lab.node("director")
+    try:
+        assert not client.requests(f"http://{VIP}/", count=1, timeout=1).counts  # no service on :80 yet
+        before = director.run(["nft", "list", "table", "ip", "herder"]).stdout
+        assert "jhash" not in before  # rr: a counter, no hash
+        web = (f'\n[services.web]\nmode = "tcp"\nlisten = "{VIP}:80"\npool = "web"\n\n[pools.web]\n'
+               '[[pools.web.servers]]\nname = "rs3"\naddress = "198.18.0.13:80"\n')
+        d.reload(ECHO.format(sched="sh", servers=servers) + web)
+        wait_for(lambda: "after the reload" in d.log(), 5, "the reload")
+        wait_for(lambda: bool(client.requests(f"http://{VIP}/", count=1, timeout=1).counts), 5,
+                 "the new service to answer")
+        got = client.requests(f"http://{VIP}/", count=5, timeout=2)
+        assert not got.errors and got.counts == {"rs3": 5}, got.counts
+        assert "jhash" in director.run(["nft", "list", "table", "ip", "herder"]).stdout  # sh: source hashing
+        assert "a restart is needed" not in d.log()
+    except AssertionError:
+        print(d.log())
+        raise
+    finally:
+        d.stop()

@@ -200,3 +200,40 @@ def test_realserver_plan():
     assert str(Change("address", "198.18.0.100/32", None)) == "removed 198.18.0.100/32 from lo"
     with pytest.raises(ValueError):
         plan_setup(["not-an-ip"], set(), {}, [])
+
+
+def test_a_reload_adds_changes_and_removes_virtual_services():
+    """Director.apply_config (SIGHUP): the new services reach the kernel in the next
+    transaction (no table replaced); an unchanged config changes nothing; a changed [l4]
+    section is left for a restart."""
+    cfg = load_strings([("l4.toml", TOML)])
+    ps = PoolState()
+    ps.load(cfg.pools.values(), cfg.services.values())
+    rec = RecordingBackend()
+    new_toml = TOML.replace('scheduler = "wrr"', 'scheduler = "rr"').replace(
+        '[services.ftp]', '[services.smtp]\nmode = "tcp"\nlisten = "202.103.106.5:25"\npool = "www"\n\n[services.ftp]')
+    new_toml = new_toml[:new_toml.index("[services.ftp]")] + new_toml[new_toml.index("[pools.www]"):]
+
+    async def scenario():
+        d = Director(specs_from_config(cfg), ps, rec, l4_settings(cfg.section("l4")), resolve=False,
+                     write_state=False)
+        await d.start()
+        cfg2 = load_strings([("l4.toml", new_toml)])
+        ps.load(cfg2.pools.values(), cfg2.services.values())
+        assert set(d.apply_config(cfg2)) == {"service:www", "service:smtp", "service:ftp"}
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if d.ruleset.service("tcp:202.103.106.5:25") is not None:
+                break
+        assert d.ruleset.service("tcp:202.103.106.5:25") is not None
+        assert d.ruleset.service("tcp:202.103.106.5:21") is None
+        assert d.ruleset.service("tcp:202.103.106.5:80").spec.scheduler is Scheduler.RR
+        assert all(not t.startswith("add table") for t in rec.transactions[1:])
+        n = len(rec.transactions)
+        assert set(d.apply_config(cfg2)) == {"service:www", "service:smtp"}  # nothing new to do
+        await asyncio.sleep(0.05)
+        assert len(rec.transactions) == n
+        assert d.apply_config(load_strings([("l4.toml", new_toml.replace("seed = 7", "seed = 8"))])) == ()
+        await d.stop()
+
+    run(scenario())
