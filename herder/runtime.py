@@ -186,12 +186,12 @@ class Runtime:
             return False
         changed = sorted(k for k in set(new.sections) | set(self.config.sections)
                          if new.sections.get(k) != self.config.sections.get(k))
-        # HTTP services follow the pool state live (herder.l7.component); the others
-        # (L4 virtual services, read when the director starts) wait for a restart.
+        # HTTP services follow the pool state live (herder.l7.component); a changed service
+        # of another mode is named below unless a component says it applied it.
         old_svcs = self.config.services
         fixed = sorted(n for n in set(new.services) | set(old_svcs)
                        if new.services.get(n) != old_svcs.get(n)
-                       and "http" not in {getattr(s, "mode", None) for s in (new.services.get(n), old_svcs.get(n)) if s})
+                       and getattr(new.services.get(n) or old_svcs.get(n), "mode", None) != "http")
         self.pool_state.load(new.pools.values(), new.services.values(), new.regions.values())
         self.config = new
         log.info("config reloaded: %d pool(s), snapshot version %d", len(new.pools), self.pool_state.version)
