@@ -33,6 +33,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from herder.api.server import add_route
 from herder.config.native import (
     register_pool_key,
     register_server_key,
@@ -448,6 +449,17 @@ class L7Component:
         proxies, self.proxies = self.proxies, {}
         for proxy in proxies.values():
             await proxy.stop()
+
+
+def _api_status(runtime: Runtime, request) -> tuple[int, object]:
+    comps = [c for c in runtime.components if isinstance(c, L7Component)]
+    proxies = [p for c in comps for p in c.proxies.values()]
+    if not proxies:
+        return 404, {"error": "no http service is running"}
+    return 200, {"services": [p.status() for p in proxies]}
+
+
+add_route("GET", "/l7", _api_status)
 
 
 def _factory(rt: Runtime) -> list[L7Component]:

@@ -20,6 +20,7 @@ cdef class _Slot:
     cdef public long maxconn
     cdef public long active
     cdef public list idle
+    cdef public long requests
 
 cdef class Backend:
     cdef public object name

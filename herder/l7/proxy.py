@@ -149,9 +149,12 @@ class _Slot:
         self.sticky = view.accepts_persistent
         m = server.meta.get("maxconn")
         self.maxconn = m if isinstance(m, int) and m > 0 else 0
-        #: Requests in flight (what maxconn limits).
+        #: Requests in flight (what maxconn limits; counted only when some server has a
+        #: maxconn or the algorithm reads connection counts).
         self.active = 0
         self.idle: list[ServerConnection] = []
+        #: Requests sent to this server (retries included), carried over like ``active``.
+        self.requests = 0
 
 
 class Backend:
@@ -231,6 +234,7 @@ class Backend:
             prev = old.get(slot.name)
             if prev is not None:
                 slot.active = prev.active
+                slot.requests = prev.requests
                 if prev.address == slot.address and slot.sticky:
                     slot.idle = prev.idle
                 else:
@@ -788,6 +792,7 @@ class ClientConnection:
         name = slot.name
         req.server = slot
         req.last_tried = name
+        slot.requests += 1
         if backend.limited or backend.counts:
             req.slot = name
             slot.active += 1
@@ -947,6 +952,8 @@ class ClientConnection:
 
     def respond_error(self, status: int, location: bytes = b"") -> None:
         """Answer ``status`` (with ``Location`` for a redirect) and close the connection."""
+        errors = self.proxy.errors
+        errors[status] = errors.get(status, 0) + 1
         req, self.active = self.active, None
         self._release(req)
         if self.transport is not None and not self.transport.is_closing():
@@ -1478,6 +1485,8 @@ class HttpProxy:
         self.rates = RateTable(rl.period, rl.size) if rl is not None else RateTable(1.0, 1)
         self.cache = Cache(settings.cache) if settings.cache is not None else None
         self.connecting = 0
+        #: Answers the proxy made itself (400, 403, 408, 429, 431, 502, 503, 504...) by status.
+        self.errors: dict[int, int] = {}
         #: The one backend every request goes to when no rule, rate limit or ACL decides.
         self.direct: Backend | None = None
         if settings.routing is None and not settings.rules and settings.rate_limit is None:
@@ -1544,6 +1553,31 @@ class HttpProxy:
             view = snap.pools.get(name)
             if backend.view is None or view is None or view.version != backend.view.version:
                 backend.update(view)
+
+    def status(self) -> dict:
+        """What ``GET /l7`` of the runtime API shows for this service (HAProxy's ``show
+        stat``, in short): connections, the proxy's own error answers, and per pool and
+        server the requests sent, those in flight (when counted), idle connections and
+        the queue."""
+        pools = {}
+        for name, b in self.backends.items():
+            servers = []
+            for slot in b.slots.values():
+                servers.append({
+                    "name": slot.name, "requests": slot.requests,
+                    "in_flight": slot.active if (b.limited or b.counts) else None,
+                    "maxconn": slot.maxconn or None, "idle_connections": len(slot.idle),
+                })
+            pools[name] = {"queue": len(b.queue), "servers": servers}
+        return {
+            "service": self.service,
+            "listen": [str(e) for e in self.settings.listen],
+            "ports": self.ports,
+            "clients": len(self.clients), "waiting_clients": len(self.waiting),
+            "server_connections": len(self.servers), "connecting": self.connecting,
+            "errors": {str(k): v for k, v in sorted(self.errors.items())},
+            "pools": pools,
+        }
 
     @property
     def ports(self) -> list[int]:

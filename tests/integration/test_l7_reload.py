@@ -209,3 +209,51 @@ def test_reloads_under_load_lose_no_request(tmp_path):
         done.set()
         stop(p)
         be.shutdown()
+
+
+def test_the_api_shows_each_service_and_server(tmp_path):
+    """GET /l7: per service the connections and the proxy's own error answers, per server
+    the requests it was sent (HAProxy's `show stat`, in short)."""
+    from herder.testing import http_json
+
+    b1, b2 = RecordingBackend("b1"), RecordingBackend("b2")
+    port, api = free_port(), free_port()
+    f = tmp_path / "l7.toml"
+    f.write_text(f"""
+[api]
+listen = "127.0.0.1:{api}"
+[services.www]
+pool = "web"
+listen = "127.0.0.1:{port}"
+[pools.web]
+[[pools.web.servers]]
+name = "b1"
+address = "127.0.0.1:{b1.port}"
+[[pools.web.servers]]
+name = "b2"
+address = "127.0.0.1:{b2.port}"
+maxconn = 10
+""")
+    p = run_herder(str(f), log=open(tmp_path / "herder.log", "w"))
+    try:
+        wait_port("127.0.0.1", port)
+        wait_port("127.0.0.1", api)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            for i in range(5):
+                assert _get(c, f"/{i}").startswith(b"HTTP/1.1 200")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            c.sendall(b"GET / HTTP/1.1\r\n\r\n")  # no Host: 400
+            assert c.recv(100).startswith(b"HTTP/1.1 400")
+        code, body = http_json(f"http://127.0.0.1:{api}/l7")
+        assert code == 200
+        (svc,) = body["services"]
+        assert svc["service"] == "www" and svc["ports"] == [port] and svc["errors"] == {"400": 1}
+        servers = {s["name"]: s for s in svc["pools"]["web"]["servers"]}
+        assert servers["b1"]["requests"] + servers["b2"]["requests"] == 5
+        assert {servers["b1"]["requests"], servers["b2"]["requests"]} == {2, 3}  # round robin
+        assert servers["b2"]["maxconn"] == 10 and servers["b2"]["in_flight"] == 0  # counted: a maxconn
+        assert servers["b1"]["idle_connections"] + servers["b2"]["idle_connections"] >= 1
+    finally:
+        stop(p)
+        b1.shutdown()
+        b2.shutdown()
